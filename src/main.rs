@@ -1,0 +1,2 @@
+//! Gantry command line.
+fn main() {}
