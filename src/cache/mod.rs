@@ -1,0 +1,1 @@
+//! Tiered response cache (memory, Redis, disk) for analysis responses.

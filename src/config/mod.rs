@@ -1,0 +1,318 @@
+//! Proxy configuration: raw serde types in, validated domain types out, every error at once.
+//!
+//! `load` reads `gantry.yaml`, deserializes it into [`raw::RawConfig`] and
+//! checks it into a [`Config`]. Errors come back as [`ConfigErrors`], each
+//! naming file, line, column and field path.
+
+pub mod raw;
+pub mod source;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use source::{ConfigError, ConfigErrors, LineIndex, Source};
+
+/// How a pool picks a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Exact alternation over eligible backends.
+    RoundRobin,
+    /// Fewest in-flight requests; ties go round robin.
+    LeastConnections,
+    /// Smooth weighted round robin (nginx): weights 5:1:1 interleave.
+    Weighted,
+    /// Power of two choices: the less loaded of two random backends.
+    #[default]
+    P2c,
+}
+
+/// The validated proxy configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Client listener address.
+    pub listen: SocketAddr,
+    /// Admin listener address.
+    pub admin_listen: SocketAddr,
+    /// Token for mutating admin calls.
+    pub admin_token: Option<String>,
+    /// Proxy worker threads.
+    pub threads: usize,
+    /// Pools in name order.
+    pub pools: Vec<PoolConfig>,
+    /// Routes, longest prefix first.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A validated pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Pool name, used in routes, metrics and the admin API.
+    pub name: String,
+    /// Selection policy.
+    pub policy: Policy,
+    /// Backends at start.
+    pub backends: Vec<BackendConfig>,
+    /// Active health checks.
+    pub health: HealthConfig,
+    /// Passive ejection.
+    pub outlier: OutlierConfig,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout waiting for upstream bytes (504 past it).
+    pub read_timeout: Duration,
+    /// Timeout sending to upstream.
+    pub write_timeout: Duration,
+    /// Total tries per request.
+    pub attempts: u32,
+    /// Largest request body accepted.
+    pub max_body_bytes: u64,
+    /// Time a removed backend gets to finish.
+    pub drain_timeout: Duration,
+}
+
+/// A backend address and weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Resolved socket address.
+    pub addr: SocketAddr,
+    /// Weight for the weighted policy (>= 1).
+    pub weight: u32,
+}
+
+/// Validated active health-check settings.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Probed path.
+    pub path: String,
+    /// Between probes.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Passes to come up.
+    pub rise: u32,
+    /// Failures to go down.
+    pub fall: u32,
+}
+
+/// Validated outlier-ejection settings.
+#[derive(Debug, Clone)]
+pub struct OutlierConfig {
+    /// Consecutive failures that eject; 0 disables.
+    pub consecutive_failures: u32,
+    /// First ejection time.
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    pub max_ejection: Duration,
+    /// Cap on the ejected share of a pool, percent.
+    pub max_ejected_percent: u32,
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Path prefix.
+    pub prefix: String,
+    /// Pool name (known to exist).
+    pub pool: String,
+    /// Non-GET requests may be retried.
+    pub idempotent: bool,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let (raw, source) = source::read::<raw::RawConfig>(path)?;
+    validate(raw, &source)
+}
+
+/// Parses and validates config text as if read from `file`.
+pub fn from_str(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let (raw, source) = source::parse::<raw::RawConfig>(file, text)?;
+    validate(raw, &source)
+}
+
+/// Resolves `host:port` to one socket address.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("`{s}` is not a host:port address ({e})"))?
+        .next()
+        .ok_or_else(|| format!("`{s}` resolves to no address"))
+}
+
+/// Checks a raw config, collecting every error.
+pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut addr = |field: &str, s: &str| {
+        parse_addr(s)
+            .map_err(|m| errors.push(src.error(field, m)))
+            .ok()
+    };
+    let listen = addr("listen", &raw.listen);
+    let admin_listen = addr("admin.listen", &raw.admin.listen);
+    if raw.threads == 0 {
+        errors.push(src.error("threads", "must be at least 1"));
+    }
+    let pools: Vec<PoolConfig> = raw
+        .pools
+        .into_iter()
+        .map(|(name, p)| validate_pool(name, p, src, &mut errors))
+        .collect();
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        if !r.prefix.starts_with('/') {
+            errors.push(src.error(format!("routes[{i}].prefix"), "must start with `/`"));
+        }
+        if !pools.iter().any(|p| p.name == r.pool) {
+            let msg = format!("no pool named `{}` (pools: {})", r.pool, names(&pools));
+            errors.push(src.error(format!("routes[{i}].pool"), msg));
+        }
+        routes.push(RouteConfig {
+            prefix: r.prefix,
+            pool: r.pool,
+            idempotent: r.idempotent,
+        });
+    }
+    routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    match (listen, admin_listen, errors.is_empty()) {
+        (Some(listen), Some(admin_listen), true) => Ok(Config {
+            listen,
+            admin_listen,
+            admin_token: raw.admin.token,
+            threads: raw.threads,
+            pools,
+            routes,
+        }),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+fn names(pools: &[PoolConfig]) -> String {
+    let v: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn validate_pool(
+    name: String,
+    p: raw::RawPool,
+    src: &Source,
+    errors: &mut Vec<ConfigError>,
+) -> PoolConfig {
+    let at = |f: &str| format!("pools.{name}.{f}");
+    let mut backends = Vec::new();
+    for (i, b) in p.backends.iter().enumerate() {
+        match parse_addr(&b.addr) {
+            Ok(addr) => backends.push(BackendConfig {
+                addr,
+                weight: b.weight,
+            }),
+            Err(m) => errors.push(src.error(at(&format!("backends[{i}].addr")), m)),
+        }
+        if b.weight == 0 {
+            errors.push(src.error(at(&format!("backends[{i}].weight")), "must be at least 1"));
+        }
+    }
+    if !p.health.path.starts_with('/') {
+        errors.push(src.error(at("health.path"), "must start with `/`"));
+    }
+    for (field, v) in [
+        ("health.rise", p.health.rise),
+        ("health.fall", p.health.fall),
+    ] {
+        if v == 0 {
+            errors.push(src.error(at(field), "must be at least 1"));
+        }
+    }
+    if p.health.interval.is_zero() {
+        errors.push(src.error(at("health.interval"), "must be more than 0"));
+    }
+    if p.outlier.max_ejected_percent > 100 {
+        errors.push(src.error(at("outlier.max_ejected_percent"), "must be at most 100"));
+    }
+    if p.retry.attempts == 0 {
+        errors.push(src.error(at("retry.attempts"), "must be at least 1 (the first try)"));
+    }
+    PoolConfig {
+        name,
+        policy: p.policy,
+        backends,
+        health: HealthConfig {
+            path: p.health.path,
+            interval: p.health.interval,
+            timeout: p.health.timeout,
+            rise: p.health.rise,
+            fall: p.health.fall,
+        },
+        outlier: OutlierConfig {
+            consecutive_failures: p.outlier.consecutive_failures,
+            base_ejection: p.outlier.base_ejection,
+            max_ejection: p.outlier.max_ejection,
+            max_ejected_percent: p.outlier.max_ejected_percent,
+        },
+        connect_timeout: p.timeouts.connect,
+        read_timeout: p.timeouts.read,
+        write_timeout: p.timeouts.write,
+        attempts: p.retry.attempts,
+        max_body_bytes: p.max_body_bytes,
+        drain_timeout: p.drain_timeout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match from_str(Path::new("g.yaml"), text) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = from_str(
+            Path::new("g.yaml"),
+            "pools:\n  a:\n    backends: [{addr: '127.0.0.1:1'}]\nroutes: [{prefix: /, pool: a}]\n",
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].policy, Policy::P2c);
+        assert_eq!(c.pools[0].attempts, 3);
+        assert_eq!(c.listen.port(), 8080);
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_with_its_line() {
+        let text = "pools:\n  a:\n    backends:\n      - addr: nope\n        weight: 0\n    retry: {attempts: 0}\nroutes:\n  - prefix: v1\n    pool: b\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(errs[0].starts_with("g.yaml:4:"), "{}", errs[0]);
+        assert!(errs[0].contains("pools.a.backends[0].addr"));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("g.yaml:9:")
+                    && e.contains("routes[0].pool: no pool named `b`")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn unknown_field_and_bad_policy_are_located() {
+        let errs = errors("pools:\n  a:\n    policy: fastest\n");
+        assert!(
+            errs[0].starts_with("g.yaml:3:") && errs[0].contains("pools.a.policy"),
+            "{errs:?}"
+        );
+        let errs = errors("pools:\n  a:\n    bakends: []\n");
+        assert!(errs[0].contains("unknown field `bakends`"), "{errs:?}");
+    }
+}

@@ -1,0 +1,261 @@
+//! The proxy config file as serde reads it: every field, its default, and why it exists.
+//!
+//! These types mirror `gantry.yaml` one to one. Nothing here is checked beyond
+//! its type; [`super::validate`] turns them into [`super::Config`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Top level of `gantry.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address the proxy accepts client traffic on. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The admin listener: metrics, health and the backend API.
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// Worker threads for the proxy service. Default 2.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Backend pools by name.
+    #[serde(default)]
+    pub pools: BTreeMap<String, RawPool>,
+    /// Path-prefix routes, longest prefix wins.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// The admin listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the admin API. Default `127.0.0.1:9090` (loopback only).
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Bearer token required by mutating admin calls; none means loopback trust.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin_listen(),
+            token: None,
+        }
+    }
+}
+
+/// One pool of interchangeable backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    /// How a backend is picked. Default `p2c` (power of two choices, least requests).
+    #[serde(default)]
+    pub policy: crate::config::Policy,
+    /// Backends known at start; the admin API and the scaler add more.
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    /// Active health checks.
+    #[serde(default)]
+    pub health: RawHealth,
+    /// Passive ejection of backends that fail requests.
+    #[serde(default)]
+    pub outlier: RawOutlier,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Retries on another backend.
+    #[serde(default)]
+    pub retry: RawRetry,
+    /// Largest request body accepted, in bytes; larger gets 413. Default 1 MiB.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// How long a removed backend may finish in-flight requests. Default 30 s.
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+/// A backend address with its weight.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// `host:port` of the backend.
+    pub addr: String,
+    /// Relative share for the `weighted` policy. Default 1.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// Active health checking.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Path probed with GET. Default `/health`.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Time between probes. Default 1 s.
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Probe timeout. Default 1 s.
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive passes to mark a backend up. Default 1.
+    #[serde(default = "one")]
+    pub rise: u32,
+    /// Consecutive failures to mark a backend down. Default 2.
+    #[serde(default = "two")]
+    pub fall: u32,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            path: default_health_path(),
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            rise: 1,
+            fall: 2,
+        }
+    }
+}
+
+/// Passive outlier ejection (Envoy-style).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    /// Consecutive connect errors or 5xx that eject a backend. Default 5; 0 disables.
+    #[serde(default = "default_consecutive")]
+    pub consecutive_failures: u32,
+    /// First ejection time; doubles with each repeat. Default 10 s.
+    #[serde(default = "default_base_ejection", with = "humantime_serde")]
+    pub base_ejection: Duration,
+    /// Longest ejection. Default 300 s.
+    #[serde(default = "default_max_ejection", with = "humantime_serde")]
+    pub max_ejection: Duration,
+    /// Most of a pool that ejection alone may take out, in percent. Default 50.
+    #[serde(default = "default_max_ejected")]
+    pub max_ejected_percent: u32,
+}
+
+impl Default for RawOutlier {
+    fn default() -> Self {
+        RawOutlier {
+            consecutive_failures: default_consecutive(),
+            base_ejection: default_base_ejection(),
+            max_ejection: default_max_ejection(),
+            max_ejected_percent: default_max_ejected(),
+        }
+    }
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// TCP connect. Default 1 s.
+    #[serde(default = "default_connect", with = "humantime_serde")]
+    pub connect: Duration,
+    /// Waiting for response bytes; exceeding it gives 504. Default 30 s.
+    #[serde(default = "default_io", with = "humantime_serde")]
+    pub read: Duration,
+    /// Sending the request. Default 30 s.
+    #[serde(default = "default_io", with = "humantime_serde")]
+    pub write: Duration,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            connect: default_connect(),
+            read: default_io(),
+            write: default_io(),
+        }
+    }
+}
+
+/// Retrying on another backend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Total tries per request, the first included. Default 3.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            attempts: default_attempts(),
+        }
+    }
+}
+
+/// A path-prefix route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Requests whose path starts with this go to `pool`.
+    pub prefix: String,
+    /// Pool name.
+    pub pool: String,
+    /// Whether non-GET requests may be retried (analysis calls are). Default false.
+    #[serde(default)]
+    pub idempotent: bool,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_max_body() -> u64 {
+    1024 * 1024
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_consecutive() -> u32 {
+    5
+}
+fn default_base_ejection() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_ejection() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_ejected() -> u32 {
+    50
+}
+fn default_connect() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_io() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}

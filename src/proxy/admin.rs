@@ -1,0 +1,196 @@
+//! The admin listener: `/metrics`, `/health`, and the backend API the scaler and operators use.
+//!
+//! `GET /admin/pools` lists pools and backends; `POST /admin/pools/{pool}/backends`
+//! with `{"addr": "host:port", "weight": 1}` adds one; `DELETE
+//! /admin/pools/{pool}/backends/{addr}` drains one. When a token is set,
+//! mutating calls need `Authorization: Bearer <token>`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::pool::{BackendStatus, PoolError, Pools};
+use crate::metrics;
+
+/// What admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The proxy's pools.
+    pub pools: Arc<Pools>,
+    /// Required bearer token for mutating calls, if any.
+    pub token: Option<Arc<str>>,
+}
+
+/// One pool in `GET /admin/pools`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PoolView {
+    /// Pool name.
+    pub name: String,
+    /// Routing policy.
+    pub policy: crate::config::Policy,
+    /// Members and draining backends.
+    pub backends: Vec<BackendView>,
+}
+
+/// One backend in a [`PoolView`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendView {
+    /// Address.
+    pub addr: String,
+    /// Weight.
+    pub weight: u32,
+    /// `up`, `down`, `ejected`, `draining`.
+    pub state: String,
+    /// In-flight requests.
+    pub inflight: u64,
+}
+
+impl From<BackendStatus> for BackendView {
+    fn from(s: BackendStatus) -> Self {
+        BackendView {
+            addr: s.addr.to_string(),
+            weight: s.weight,
+            state: s.state.into(),
+            inflight: s.inflight,
+        }
+    }
+}
+
+/// Body of `POST /admin/pools/{pool}/backends`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddBackend {
+    /// `host:port`.
+    pub addr: String,
+    /// Weight, default 1.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The admin router.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(|| async { metrics::render() }))
+        .route("/admin/pools", get(list_pools))
+        .route(
+            "/admin/pools/{pool}/backends",
+            axum::routing::post(add_backend),
+        )
+        .route(
+            "/admin/pools/{pool}/backends/{addr}",
+            delete(remove_backend),
+        )
+        .with_state(state)
+}
+
+fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": msg.to_string() })),
+    )
+        .into_response()
+}
+
+fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(&**token) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ))
+    }
+}
+
+fn pool_error(e: PoolError) -> Response {
+    let status = match e {
+        PoolError::UnknownPool(_) | PoolError::NotFound(_) => StatusCode::NOT_FOUND,
+        PoolError::Duplicate(_) => StatusCode::CONFLICT,
+    };
+    error(status, e)
+}
+
+async fn list_pools(State(state): State<AdminState>) -> Json<Vec<PoolView>> {
+    let now = Instant::now();
+    Json(
+        state
+            .pools
+            .iter()
+            .map(|p| PoolView {
+                name: p.name.to_string(),
+                policy: p.config.policy,
+                backends: p.status(now).into_iter().map(Into::into).collect(),
+            })
+            .collect(),
+    )
+}
+
+async fn add_backend(
+    State(state): State<AdminState>,
+    Path(pool): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<AddBackend>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let addr = match crate::config::parse_addr(&req.addr) {
+        Ok(a) => a,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    if req.weight == 0 {
+        return error(StatusCode::BAD_REQUEST, "weight must be at least 1");
+    }
+    match state.pools.get(&pool).and_then(|p| p.add(addr, req.weight)) {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({"added": addr.to_string()})),
+        )
+            .into_response(),
+        Err(e) => pool_error(e),
+    }
+}
+
+async fn remove_backend(
+    State(state): State<AdminState>,
+    Path((pool, addr)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let addr = match crate::config::parse_addr(&addr) {
+        Ok(a) => a,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match state.pools.get(&pool).and_then(|p| p.remove(addr)) {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"draining": addr.to_string()})),
+        )
+            .into_response(),
+        Err(e) => pool_error(e),
+    }
+}

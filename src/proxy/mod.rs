@@ -1,0 +1,166 @@
+//! The data path: a Pingora HTTP proxy in front of pools of inference backends.
+//!
+//! - `service` — the request phases (route, select, retry, record);
+//! - `pool` — backends and their state (health, ejection, draining, in-flight);
+//! - `balance` — the selection policies;
+//! - `health` — active checks;
+//! - `admin` — the admin listener (metrics, health, backend API).
+
+pub mod admin;
+pub mod balance;
+pub mod health;
+pub mod pool;
+pub mod service;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+
+use crate::config::Config;
+use crate::metrics::system::SystemCollector;
+pub use pool::{Pool, PoolError, Pools};
+
+/// A task that runs beside the proxy for as long as it runs.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Errors starting the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The admin address could not be bound.
+    #[error("cannot listen on admin address {addr}: {source}")]
+    AdminBind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Pingora refused to build the server.
+    #[error("cannot start the proxy server: {0}")]
+    Server(String),
+}
+
+/// Runs admin API, health checks, system metrics and extra tasks on Pingora's background runtime.
+struct Control {
+    admin: Mutex<Option<std::net::TcpListener>>,
+    state: admin::AdminState,
+    extra: Mutex<Vec<Task>>,
+}
+
+#[async_trait]
+impl BackgroundService for Control {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for pool in self.state.pools.iter() {
+            tasks.spawn(health::run(pool.clone()));
+        }
+        tasks.spawn(SystemCollector::new().run(Duration::from_secs(5)));
+        for t in self
+            .extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            tasks.spawn(t);
+        }
+        let listener = self.admin.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(l) = listener.and_then(|l| tokio::net::TcpListener::from_std(l).ok()) {
+            let app = admin::router(self.state.clone());
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::error!(error = %e, "Admin listener failed");
+                }
+            });
+        }
+        let _ = shutdown.changed().await;
+        tasks.abort_all();
+    }
+}
+
+/// Everything needed to run a proxy, built before the server starts so bind
+/// errors surface early.
+pub struct Proxy {
+    config: Config,
+    pools: Arc<Pools>,
+    admin: std::net::TcpListener,
+    extra: Vec<Task>,
+}
+
+impl Proxy {
+    /// Builds pools and binds the admin listener.
+    pub fn new(config: Config) -> Result<Proxy, ProxyError> {
+        let admin = std::net::TcpListener::bind(config.admin_listen).map_err(|source| {
+            ProxyError::AdminBind {
+                addr: config.admin_listen,
+                source,
+            }
+        })?;
+        admin
+            .set_nonblocking(true)
+            .map_err(|source| ProxyError::AdminBind {
+                addr: config.admin_listen,
+                source,
+            })?;
+        let pools = Arc::new(Pools::from_config(&config));
+        Ok(Proxy {
+            config,
+            pools,
+            admin,
+            extra: Vec::new(),
+        })
+    }
+
+    /// The pools, for a scaler running in the same process.
+    pub fn pools(&self) -> Arc<Pools> {
+        self.pools.clone()
+    }
+
+    /// Runs `task` beside the proxy.
+    pub fn spawn(&mut self, task: Task) {
+        self.extra.push(task);
+    }
+
+    /// Serves until SIGINT/SIGTERM.
+    pub fn run(self) -> Result<(), ProxyError> {
+        let conf = ServerConf {
+            grace_period_seconds: Some(0),
+            graceful_shutdown_timeout_seconds: Some(5),
+            max_retries: self
+                .config
+                .pools
+                .iter()
+                .map(|p| p.attempts as usize)
+                .max()
+                .unwrap_or(1),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+        let handler = service::Gantry::new(&self.config, self.pools.clone());
+        let mut svc = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            handler,
+            "gantry proxy",
+        );
+        svc.add_tcp(&self.config.listen.to_string());
+        svc.threads = Some(self.config.threads);
+        let control = Control {
+            admin: Mutex::new(Some(self.admin)),
+            state: admin::AdminState {
+                pools: self.pools.clone(),
+                token: self.config.admin_token.as_deref().map(Arc::from),
+            },
+            extra: Mutex::new(self.extra),
+        };
+        server.add_service(svc);
+        server.add_service(background_service("gantry control", control));
+        tracing::info!(listen = %self.config.listen, admin = %self.config.admin_listen, "Proxy starting");
+        server.run(RunArgs::default());
+        Ok(())
+    }
+}

@@ -1,0 +1,339 @@
+//! The Pingora service: request phases in the order Pingora calls them.
+//!
+//! route (request_filter) -> pick a backend (upstream_peer) -> on connect
+//! failure or reset retry elsewhere (fail_to_connect / error_while_proxy) ->
+//! record the outcome (upstream_response_filter, logging). Errors the proxy
+//! answers itself (404, 413, 503, 504) carry a short text body.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::protocols::http::error_resp;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorType;
+
+use super::pool::{Lease, Pool, Pools};
+use crate::config::{Config, RouteConfig};
+use crate::metrics;
+
+/// The proxy's request handler: routes, pools and their state.
+pub struct Gantry {
+    routes: Vec<RouteConfig>,
+    pools: Arc<Pools>,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    start: Instant,
+    pool: Option<Arc<Pool>>,
+    idempotent: bool,
+    tries: u32,
+    tried: Vec<SocketAddr>,
+    lease: Option<Lease>,
+    body_bytes: u64,
+    response_started: bool,
+    upstream_status: Option<u16>,
+    _active: ActiveGuard,
+}
+
+/// Counts client requests being handled.
+struct ActiveGuard;
+
+impl ActiveGuard {
+    fn new() -> ActiveGuard {
+        metrics::ACTIVE_CONNECTIONS.inc();
+        ActiveGuard
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        metrics::ACTIVE_CONNECTIONS.dec();
+    }
+}
+
+impl Gantry {
+    /// A handler over `pools`, routed by `config.routes`.
+    pub fn new(config: &Config, pools: Arc<Pools>) -> Gantry {
+        Gantry {
+            routes: config.routes.clone(),
+            pools,
+        }
+    }
+
+    fn route(&self, path: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+    }
+
+    fn pool_label(ctx: &Ctx) -> &str {
+        ctx.pool.as_ref().map_or("none", |p| &p.name)
+    }
+
+    /// Answers the client directly with `status` and a one-line reason.
+    async fn reject(
+        session: &mut Session,
+        ctx: &Ctx,
+        status: u16,
+        reason: &str,
+        msg: String,
+    ) -> Result<bool> {
+        metrics::REJECTED
+            .with_label_values(&[Self::pool_label(ctx), reason])
+            .inc();
+        let mut resp = ResponseHeader::build(status, Some(3))?;
+        resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+        resp.insert_header("content-length", (msg.len() + 1).to_string())?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(msg + "\n")), true)
+            .await?;
+        Ok(true)
+    }
+
+    /// Records the outcome of the current attempt on its backend.
+    fn finish_attempt(&self, ctx: &mut Ctx, outcome: &'static str) {
+        let (Some(pool), Some(lease)) = (&ctx.pool, ctx.lease.take()) else {
+            return;
+        };
+        let ok = matches!(outcome, "ok");
+        pool.record_outcome(&lease.backend, ok, Instant::now());
+        metrics::UPSTREAM_REQUESTS
+            .with_label_values(&[&*pool.name, &lease.backend.addr.to_string(), outcome])
+            .inc();
+    }
+
+    fn may_retry(&self, session: &Session, ctx: &Ctx) -> bool {
+        let attempts = ctx.pool.as_ref().map_or(1, |p| p.config.attempts);
+        let method_ok = ctx.idempotent || session.req_header().method.is_idempotent();
+        ctx.tries < attempts
+            && method_ok
+            && !ctx.response_started
+            && !session.as_ref().retry_buffer_truncated()
+    }
+}
+
+fn outcome_of(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectError
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectProxyFailure
+        | ErrorType::SocketError => "connect_error",
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+        _ => "error",
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gantry {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            pool: None,
+            idempotent: false,
+            tries: 0,
+            tried: Vec::new(),
+            lease: None,
+            body_bytes: 0,
+            response_started: false,
+            upstream_status: None,
+            _active: ActiveGuard::new(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let path = session.req_header().uri.path().to_string();
+        let Some(route) = self.route(&path) else {
+            return Self::reject(
+                session,
+                ctx,
+                404,
+                "no_route",
+                format!("no route for {path}"),
+            )
+            .await;
+        };
+        let pool = match self.pools.get(&route.pool) {
+            Ok(p) => p.clone(),
+            Err(e) => return Self::reject(session, ctx, 500, "no_route", e.to_string()).await,
+        };
+        ctx.idempotent = route.idempotent;
+        ctx.pool = Some(pool.clone());
+        let limit = pool.config.max_body_bytes;
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            let msg = format!("request body larger than {limit} bytes");
+            session.set_keepalive(None);
+            return Self::reject(session, ctx, 413, "too_large", msg).await;
+        }
+        if pool.eligible(Instant::now()).is_empty() {
+            let msg = format!("no healthy backend in pool {}", pool.name);
+            return Self::reject(session, ctx, 503, "no_backend", msg).await;
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        let limit = ctx
+            .pool
+            .as_ref()
+            .map_or(u64::MAX, |p| p.config.max_body_bytes);
+        if ctx.body_bytes > limit {
+            return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let pool = ctx
+            .pool
+            .clone()
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        if ctx.tries > 0 {
+            metrics::RETRIES.with_label_values(&[&pool.name]).inc();
+        }
+        ctx.tries += 1;
+        ctx.lease = None;
+        let Some(lease) = pool.select(&ctx.tried, Instant::now()) else {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(503),
+                format!("no healthy backend in pool {}", pool.name),
+            );
+        };
+        let addr = lease.backend.addr;
+        ctx.tried.push(addr);
+        ctx.lease = Some(lease);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(pool.config.connect_timeout);
+        o.read_timeout = Some(pool.config.read_timeout);
+        o.write_timeout = Some(pool.config.write_timeout);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(lease) = &ctx.lease {
+            if matches!(e.etype(), ErrorType::ConnectRefused) && lease.backend.mark_down() {
+                tracing::warn!(backend = %lease.backend.addr, "Backend down: connection refused");
+            }
+        }
+        self.finish_attempt(ctx, outcome_of(&e));
+        if self.may_retry(session, ctx) {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let outcome = outcome_of(&e);
+        self.finish_attempt(ctx, outcome);
+        // A timeout is not retried: the backend may still be working on it.
+        let retry = outcome != "timeout" && self.may_retry(session, ctx);
+        e.set_retry(retry);
+        e
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _s: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.response_started = true;
+        let status = resp.status.as_u16();
+        ctx.upstream_status = Some(status);
+        self.finish_attempt(ctx, if status >= 500 { "http_5xx" } else { "ok" });
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
+    where
+        Ctx: Send + Sync,
+    {
+        self.finish_attempt(ctx, outcome_of(e));
+        let (code, msg) = match e.etype() {
+            ErrorType::HTTPStatus(413) => (413, "request body too large".to_string()),
+            ErrorType::HTTPStatus(c) => (
+                *c,
+                e.context
+                    .as_ref()
+                    .map_or(String::new(), |c| c.as_str().to_string()),
+            ),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                (504, "upstream timed out".into())
+            }
+            _ if e.esource() == &ErrorSource::Upstream => {
+                (502, format!("upstream failed: {}", e.etype().as_str()))
+            }
+            _ if e.esource() == &ErrorSource::Downstream => (0, String::new()),
+            _ => (500, "internal error".into()),
+        };
+        if code > 0 && session.response_written().is_none() {
+            let mut resp = error_resp::gen_error_response(code);
+            let body = Bytes::from(format!("{msg}\n"));
+            let _ = resp.insert_header("content-type", "text/plain; charset=utf-8");
+            let _ = resp.insert_header("content-length", body.len().to_string());
+            let _ = session.write_response_header(Box::new(resp), false).await;
+            let _ = session.write_response_body(Some(body), true).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let pool = Self::pool_label(ctx).to_string();
+        if status > 0 {
+            metrics::REQUESTS
+                .with_label_values(&[&pool, metrics::code_class(status)])
+                .inc();
+        }
+        metrics::REQUEST_DURATION
+            .with_label_values(&[&pool])
+            .observe(ctx.start.elapsed().as_secs_f64());
+        tracing::debug!(
+            pool = %pool,
+            status,
+            tries = ctx.tries,
+            upstream_status = ?ctx.upstream_status,
+            ms = ctx.start.elapsed().as_secs_f64() * 1e3,
+            "Request done"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! Auto-scaler: YAML policies, a pure decision function, and container/process runtimes.

@@ -1,0 +1,1 @@
+//! Inference worker: ONNX Runtime sessions, dynamic batching and the HTTP API.
