@@ -269,6 +269,8 @@ pub struct Worker {
 impl Worker {
     /// Loads ONNX Runtime and the model, and starts the session threads.
     pub fn load(config: &WorkerConfig) -> Result<Worker, WorkerError> {
+        // The library first: a missing one is the likeliest set-up problem.
+        model::environment(&config.ort_lib)?;
         let spec = ModelSpec::load(&config.model_dir)?;
         if spec.dim != features::DIM {
             return Err(WorkerError::ModelSpec {
