@@ -84,7 +84,7 @@ async fn batch_answers_every_item_in_order() {
     // Same verdicts as one at a time; scores close (INT8 activations are quantized per batch).
     for (case, a) in cases.iter().zip(&b.results) {
         assert!(
-            (a.score - case.score_int8).abs() < 0.02,
+            (a.score - case.score_int8).abs() <= 0.01,
             "{}: {} vs {}",
             case.url,
             a.score,
@@ -122,7 +122,6 @@ async fn malformed_requests_are_400_with_a_message() {
         "not json",
         "{}",
         r#"{"url": 5}"#,
-        r#"{"url": ""}"#,
         r#"{"url": "x""#,
         "[1,2]",
         "null",
@@ -132,7 +131,7 @@ async fn malformed_requests_are_400_with_a_message() {
     for body in [
         r#"{}"#,
         r#"{"items": "x"}"#,
-        r#"{"items": [{"url": ""}]}"#,
+        r#"{"items": [{"url": 1}]}"#,
         r#"{"items": [{}]}"#,
     ] {
         check(&server, "/v1/analyze/batch", body.to_string(), 400).await;
@@ -164,6 +163,7 @@ async fn odd_urls_are_answered_not_panicked_on() {
     let server = start().await;
     let long = format!("http://example.com/{}", "%41".repeat(20_000));
     let odd = [
+        "",
         "a",
         " ",
         "http://пример.рф/путь?q=ключ",

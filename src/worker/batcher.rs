@@ -24,7 +24,7 @@ use super::model::Engine;
 use super::WorkerError;
 use crate::metrics::worker as m;
 
-/// Writes the features of one URL into a row of the model's input.
+/// Writes the features of one URL into a row of the model's input, overwriting all of it.
 pub type Featurizer = fn(&str, &mut [f32]);
 
 /// How the batcher forms batches.
@@ -229,7 +229,7 @@ impl Session {
         let dim = self.dim;
         for chunk in urls.chunks(self.shared.settings.max_batch_size.max(1)) {
             let started = Instant::now();
-            self.input.clear();
+            // Rows are overwritten whole by the featurizer: no need to zero them first.
             self.input.resize(chunk.len() * dim, 0.0);
             for (row, url) in self.input.chunks_exact_mut(dim).zip(chunk) {
                 (self.featurize)(url, row);
