@@ -201,7 +201,7 @@ async fn model_info_probes_and_metrics() {
         .unwrap();
     assert_eq!(info["id"], model_id());
     assert!(info["model"]["input"]["dim"].as_u64().unwrap() > 0);
-    assert_eq!(info["runtime"]["max_batch_size"], 32);
+    assert_eq!(info["runtime"]["max_batch_size"], 64);
     assert_eq!(info["runtime"]["onnx_file"], "model.onnx");
     assert_eq!(
         c.get(server.url("/health")).send().await.unwrap().status(),

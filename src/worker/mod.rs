@@ -115,16 +115,19 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "127.0.0.1:9001")]
     pub listen: SocketAddr,
     /// Most items per model execution; 1 turns batching off.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     pub max_batch_size: usize,
     /// Longest the oldest queued item waits for a fuller batch (e.g. `2ms`).
-    #[arg(long, default_value = "2ms", value_parser = parse_duration)]
+    /// 0 (Triton's default) still batches whatever queued while the sessions
+    /// were busy, and never holds a lone request back.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
     pub max_queue_delay: Duration,
     /// Most items waiting in the queue; beyond it requests get 503 with Retry-After.
     #[arg(long, default_value_t = 1024)]
     pub queue_capacity: usize,
-    /// Session threads, each with its own ONNX Runtime session.
-    #[arg(long, default_value_t = 1)]
+    /// Session threads, each with its own ONNX Runtime session. A host that
+    /// runs several workers may want 1 per worker.
+    #[arg(long, default_value_t = 2)]
     pub sessions: usize,
     /// ONNX Runtime threads per operator in each session.
     #[arg(long, default_value_t = 1)]
@@ -183,9 +186,9 @@ pub struct WorkerConfig {
     pub onnx_file: PathBuf,
     /// libonnxruntime.so (from `--ort-lib` or `ORT_DYLIB_PATH`).
     pub ort_lib: PathBuf,
-    /// Batch formation (default 32 items, 2 ms, 1024 queued).
+    /// Batch formation (default 64 items, no delay, 1024 queued).
     pub batch: BatchSettings,
-    /// Session threads (default 1).
+    /// Session threads (default 2).
     pub sessions: usize,
     /// ONNX Runtime intra-op threads per session (default 1).
     pub intra_threads: usize,
@@ -243,11 +246,11 @@ impl WorkerConfig {
             model_dir,
             ort_lib: ort_lib.into(),
             batch: BatchSettings {
-                max_batch_size: 32,
-                max_queue_delay: Duration::from_millis(2),
+                max_batch_size: 64,
+                max_queue_delay: Duration::ZERO,
                 queue_capacity: 1024,
             },
-            sessions: 1,
+            sessions: 2,
             intra_threads: 1,
             limits: Limits::default(),
         }
