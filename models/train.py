@@ -329,7 +329,10 @@ def main():
 
     # Magnitude pruning of W1 (the only big tensor), 2 epochs of masked fine-tuning.
     pruning = {"method": "global magnitude pruning of W1 + 2 epochs masked fine-tuning",
-               "shipped": False}
+               "shipped": False,
+               "why_not": "ONNX Runtime runs the pruned MatMul densely, so neither the .onnx "
+                          "size nor the latency changes; only the gzip size shrinks. 50% "
+                          "sparsity costs little accuracy, 80-90% cost 1-2 points."}
     if not args.skip_pruning:
         for frac in (0.5, 0.8, 0.9):
             pr = [p.copy() for p in params]
