@@ -40,8 +40,8 @@ def build_app(model_dir, onnx_file, threads):
         try:
             body = await request.json()
             url = body["url"]
-            if not isinstance(url, str) or not url:
-                raise ValueError("url must be a non-empty string")
+            if not isinstance(url, str):
+                raise ValueError("url must be a string")
         except Exception as e:  # malformed JSON, missing field, wrong type
             return web.json_response({"error": str(e)}, status=400)
         x = url_features.extract(url)[None, :]

@@ -7,6 +7,8 @@
 # Load comes from wrk (bench/worker_post.lua) over loopback only; each run is
 # bounded (BENCH_DURATION, default 5s). Servers are started here and stopped
 # on exit. Writes a Markdown table to BENCH_OUT (default target/bench-worker.md).
+# "server CPU µs/req" is the server process's user+system time over the
+# requests wrk completed: wrk shares the same cores, so req/s alone hides it.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +19,7 @@ model=${MODEL_DIR:-models/phishing-url}
 duration=${BENCH_DURATION:-5s}
 concurrency=${BENCH_CONCURRENCY:-"1 16 64"}
 batch_on=${BENCH_BATCH_ON:-"--max-batch-size 64 --max-queue-delay 0ms"}
+runs=${BENCH_RUNS:-"int8-off int8-on fp32-off fp32-on python"}
 venv=${BENCH_VENV:-.cache/bench-venv}
 out=${BENCH_OUT:-target/bench-worker.md}
 
@@ -82,44 +85,59 @@ stop_server() {
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
 }
 
+cpu_ticks() { # utime + stime of the server process, in clock ticks
+  awk '{ print $14 + $15 }' "/proc/$server_pid/stat"
+}
+
 counter() { # metric name -> value from /metrics (0 if absent)
-  curl -fsS "$base/metrics" 2>/dev/null | awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }'
+  { curl -fsS "$base/metrics" 2>/dev/null || true; } | awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }'
 }
 
 to_ms() { # wrk duration (12.3us, 4.5ms, 1.2s) -> ms
   awk -v d="$1" 'BEGIN { v = d + 0; if (d ~ /us$/) v /= 1000; else if (d ~ /ms$/) v += 0; else if (d ~ /s$/) v *= 1000; printf "%.2f", v }'
 }
 
-printf '| server | model | batching | concurrency | req/s | p50 ms | p99 ms | mean batch | errors |\n' > "$tmp/table.md"
-printf '|---|---|---|---:|---:|---:|---:|---:|---:|\n' >> "$tmp/table.md"
+printf '| server | model | batching | concurrency | req/s | p50 ms | p99 ms | mean batch | server CPU µs/req | errors |\n' > "$tmp/table.md"
+printf '|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n' >> "$tmp/table.md"
 
 measure() { # server model batching
   # Warm up (sessions, allocator, connection pools), not recorded.
   wrk -t2 -c16 -d1s -s bench/worker_post.lua "$base/v1/analyze" > /dev/null
   for c in $concurrency; do
     local t=2; [ "$c" -lt 2 ] && t=1
-    local inf0 exe0 inf1 exe1 mean
+    local inf0 exe0 inf1 exe1 mean cpu0 cpu1
     inf0=$(counter gantry_worker_inferences_total); exe0=$(counter gantry_worker_batch_executions_total)
+    cpu0=$(cpu_ticks)
     wrk -t"$t" -c"$c" -d"$duration" --latency -s bench/worker_post.lua "$base/v1/analyze" > "$tmp/wrk.txt"
+    cpu1=$(cpu_ticks)
     inf1=$(counter gantry_worker_inferences_total); exe1=$(counter gantry_worker_batch_executions_total)
-    mean=$(awk -v a="$((inf1 - inf0))" -v b="$((exe1 - exe0))" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "-" }')
+    mean=$(awk -v a="$((inf1 - inf0))" -v b="$((exe1 - exe0))" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "1 (no batching)" }')
     local rps p50 p99 non2xx sockerr
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$tmp/wrk.txt")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$tmp/wrk.txt")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$tmp/wrk.txt")")
     non2xx=$(awk '/Non-2xx/ { print $NF }' "$tmp/wrk.txt"); non2xx=${non2xx:-0}
     sockerr=$(awk -F'[ ,]+' '/Socket errors/ { print $4 + $6 + $8 + $10 }' "$tmp/wrk.txt"); sockerr=${sockerr:-0}
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$c" "$rps" "$p50" "$p99" "$mean" "$((non2xx + sockerr))" | tee -a "$tmp/table.md"
+    local requests cpu_us
+    requests=$(awk '/requests in/ { print $1 }' "$tmp/wrk.txt")
+    cpu_us=$(awk -v t="$((cpu1 - cpu0))" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (n > 0) printf "%.0f", t / hz * 1e6 / n; else print "-" }')
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$c" "$rps" "$p50" "$p99" "$mean" "$cpu_us" "$((non2xx + sockerr))" | tee -a "$tmp/table.md"
   done
 }
 
 echo "gantry worker vs Python onnxruntime server: $(nproc) cores, wrk ${duration} per run, concurrency ${concurrency}" >&2
 
-start_gantry --max-batch-size 1;                    measure gantry INT8 off; stop_server
-start_gantry $batch_on;                             measure gantry INT8 "on" ; stop_server
-start_gantry --onnx model.fp32.onnx --max-batch-size 1; measure gantry FP32 off; stop_server
-start_gantry --onnx model.fp32.onnx $batch_on;      measure gantry FP32 "on"; stop_server
-start_python;                                       measure python INT8 off; stop_server
+for run in $runs; do
+  case $run in
+    int8-off) start_gantry --max-batch-size 1;                      measure gantry INT8 off ;;
+    int8-on)  start_gantry $batch_on;                               measure gantry INT8 on ;;
+    fp32-off) start_gantry --onnx model.fp32.onnx --max-batch-size 1; measure gantry FP32 off ;;
+    fp32-on)  start_gantry --onnx model.fp32.onnx $batch_on;        measure gantry FP32 on ;;
+    python)   start_python;                                         measure python INT8 off ;;
+    *) echo "worker.sh: unknown run $run" >&2; exit 1 ;;
+  esac
+  stop_server
+done
 
 mkdir -p "$(dirname "$out")"
 {
