@@ -37,7 +37,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run an inference worker (ONNX Runtime, dynamic batching), or tune one.
-    Worker(gantry::worker::WorkerArgs),
+    Worker(Box<gantry::worker::WorkerArgs>),
 }
 
 /// Exit code for invalid configuration or policy files.
@@ -82,7 +82,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             println!("{}: ok", config.display());
         }
-        Command::Worker(args) => gantry::worker::run(args)?,
+        Command::Worker(args) => gantry::worker::run(*args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -76,33 +76,57 @@ pub fn router(worker: Arc<Worker>) -> Router {
         .with_state(worker)
 }
 
-/// A JSON error answer, counted under `outcome`.
-fn error(status: StatusCode, outcome: &str, msg: impl std::fmt::Display) -> Response {
-    m::REQUESTS.with_label_values(&[outcome]).inc();
-    let body = Json(serde_json::json!({ "error": msg.to_string() }));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        return (status, [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)], body).into_response();
+/// An error answer: `{"error": message}`, counted under `outcome`.
+struct ApiError {
+    status: StatusCode,
+    outcome: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        m::REQUESTS.with_label_values(&[self.outcome]).inc();
+        let body = Json(serde_json::json!({ "error": self.message }));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)];
+            return (self.status, retry, body).into_response();
+        }
+        (self.status, body).into_response()
     }
-    (status, body).into_response()
+}
+
+fn error(status: StatusCode, outcome: &'static str, msg: impl std::fmt::Display) -> Response {
+    ApiError {
+        status,
+        outcome,
+        message: msg.to_string(),
+    }
+    .into_response()
 }
 
 /// Reads a JSON body: 413 past the size limit, 400 for anything malformed.
 fn parse<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, Response> {
+) -> Result<T, ApiError> {
     let bytes = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            error(r.status(), "too_large", "request body is too large")
+            ApiError {
+                status: r.status(),
+                outcome: "too_large",
+                message: "request body is too large".into(),
+            }
         } else {
-            error(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+            ApiError {
+                status: StatusCode::BAD_REQUEST,
+                outcome: "bad_request",
+                message: r.body_text(),
+            }
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("invalid JSON body: {e}"),
-        )
+    serde_json::from_slice(&bytes).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        outcome: "bad_request",
+        message: format!("invalid JSON body: {e}"),
     })
 }
 
@@ -141,7 +165,7 @@ async fn analyze(
 ) -> Response {
     let req: AnalyzeRequest = match parse(body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     match worker.batcher.score(vec![req.url]).await {
         Ok(scores) => {
@@ -158,7 +182,7 @@ async fn analyze_batch(
 ) -> Response {
     let req: BatchRequest = match parse(body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let max = worker.limits.max_batch_items;
     if req.items.len() > max {
