@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::batcher::{BatchSettings, Batcher};
-use super::model::ModelSpec;
-use super::{features, ort_engines, WorkerConfig, WorkerError};
+use super::{features, load_spec, ort_engines, WorkerConfig, WorkerError};
 use crate::metrics::worker as m;
 
 /// Batch sizes tried; 1 is batching off.
@@ -50,7 +49,7 @@ pub struct Cell {
 
 /// Runs the grid on `config`'s model and prints the table and the recommendation.
 pub fn run(config: &WorkerConfig, settings: &TuneSettings) -> Result<(), WorkerError> {
-    let spec = ModelSpec::load(&config.model_dir)?;
+    let spec = load_spec(&config.model_dir)?;
     let urls = Arc::new(sample_urls(&config.model_dir));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
