@@ -252,6 +252,8 @@ impl Pool {
         for b in &backends {
             set_up_metric(&name, b, Instant::now());
         }
+        // Export zeros from the start so rates and alerts have a series.
+        metrics::RETRIES.with_label_values(&[&*name]);
         Pool {
             config,
             name,

@@ -176,7 +176,6 @@ impl ProxyHttp for Gantry {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
             let msg = format!("request body larger than {limit} bytes");
-            session.set_keepalive(None);
             return Self::reject(session, ctx, 413, "too_large", msg).await;
         }
         if pool.eligible(Instant::now()).is_empty() {
@@ -303,7 +302,9 @@ impl ProxyHttp for Gantry {
             _ => (500, "internal error".into()),
         };
         if code > 0 && session.response_written().is_none() {
+            session.set_keepalive(None);
             let mut resp = error_resp::gen_error_response(code);
+            let _ = resp.insert_header("connection", "close");
             let body = Bytes::from(format!("{msg}\n"));
             let _ = resp.insert_header("content-type", "text/plain; charset=utf-8");
             let _ = resp.insert_header("content-length", body.len().to_string());
