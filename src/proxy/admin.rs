@@ -113,10 +113,10 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Respons
     if given == Some(&**token) {
         Ok(())
     } else {
-        Err(error(
+        Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",
-        ))
+        )))
     }
 }
 
