@@ -30,7 +30,7 @@ NGX
 cat > "$work/gantry.yaml" <<YAML
 listen: 127.0.0.1:$PROXY_PORT
 admin: {listen: 127.0.0.1:$ADMIN_PORT}
-threads: 1
+threads: 2
 pools:
   fast:
     policy: round_robin
