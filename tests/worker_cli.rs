@@ -113,3 +113,38 @@ async fn child_process_prints_its_address_serves_and_stops_on_sigterm() {
     let status = child.0.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
+
+#[test]
+fn tune_prints_a_table_and_a_recommendation() {
+    let out = gantry()
+        .args([
+            "worker",
+            "--tune",
+            "--tune-duration",
+            "50ms",
+            "--tune-concurrency",
+            "4",
+            "--model",
+        ])
+        .arg(model_dir())
+        .arg("--ort-lib")
+        .arg(ort_lib())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("batch  delay    req/s"), "{stdout}");
+    let rows = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with(char::is_numeric))
+        .count();
+    assert_eq!(rows, gantry::worker::tune::grid().len(), "{stdout}");
+    assert!(
+        stdout.contains("Recommended: --max-batch-size") || stdout.contains("No setting meets"),
+        "{stdout}"
+    );
+}
