@@ -155,7 +155,7 @@ fn analysis(worker: &Worker, score: f32) -> Analysis {
     Analysis {
         verdict: verdict.to_string(),
         score,
-        model: worker.spec.id(),
+        model: worker.spec.id().to_string(),
     }
 }
 

@@ -45,6 +45,8 @@ pub struct ModelSpec {
     pub threshold: f32,
     /// The whole `model.json`, as read.
     pub document: serde_json::Value,
+    /// `name@version`, formatted once.
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +101,7 @@ impl ModelSpec {
             return Err(format!("threshold {} is outside [0, 1]", raw.threshold));
         }
         Ok(ModelSpec {
+            id: format!("{}@{}", raw.name, raw.version),
             name: raw.name,
             version: raw.version,
             input_name: raw.input.name,
@@ -110,8 +113,8 @@ impl ModelSpec {
     }
 
     /// `name@version`, as reported in answers.
-    pub fn id(&self) -> String {
-        format!("{}@{}", self.name, self.version)
+    pub fn id(&self) -> &str {
+        &self.id
     }
 }
 
