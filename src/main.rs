@@ -36,6 +36,8 @@ enum Command {
         /// Config file.
         config: PathBuf,
     },
+    /// Run an inference worker (ONNX Runtime, dynamic batching), or tune one.
+    Worker(Box<gantry::worker::WorkerArgs>),
 }
 
 /// Exit code for invalid configuration or policy files.
@@ -80,6 +82,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             println!("{}: ok", config.display());
         }
+        Command::Worker(args) => gantry::worker::run(*args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 //! metrics of the other parts (cache, worker, scaler) so names stay together.
 
 pub mod system;
+pub mod worker;
 
 use std::sync::LazyLock;
 
