@@ -1,1 +1,7 @@
-//! Auto-scaler: YAML policies, a pure decision function, and container/process runtimes.
+//! Auto-scaler, the control path: observe -> decide (pure) -> actuate (runtime).
+//!
+//! - [`policy`] — policy files: raw serde types, validation, schema;
+//! - [`decide`] — the pure decision function and its memory ([`decide::History`]).
+
+pub mod decide;
+pub mod policy;
