@@ -238,6 +238,8 @@ pub struct Pool {
     draining: Mutex<Vec<(Arc<Backend>, Instant)>>,
     selector: Selector,
     changes: Mutex<()>,
+    /// Requests held while the scaler starts a first backend (scale from zero).
+    pub hold: super::hold::Hold,
 }
 
 impl Pool {
@@ -261,6 +263,7 @@ impl Pool {
             draining: Mutex::new(Vec::new()),
             selector: Selector::default(),
             changes: Mutex::new(()),
+            hold: Default::default(),
         }
     }
 
