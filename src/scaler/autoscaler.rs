@@ -559,7 +559,7 @@ async fn drain_and_stop(
 }
 
 /// Resolves when `rx` holds `true` or its sender is gone.
-fn wait_true(rx: &mut watch::Receiver<bool>) -> impl Future<Output = ()> + '_ {
+pub(crate) fn wait_true(rx: &mut watch::Receiver<bool>) -> impl Future<Output = ()> + '_ {
     async move {
         let _ = rx.wait_for(|v| *v).await;
     }

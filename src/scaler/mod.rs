@@ -8,6 +8,7 @@
 //! - [`autoscaler`] — the control loop of one pool;
 //! - [`reload`] — watching the policy directory;
 //! - [`journal`] — the last decisions, for the admin API and `gantry status`;
+//! - [`status`] — what `gantry status` prints;
 //! - [`config`] — the `scaler:` section of `gantry.yaml`;
 //! - [`exposition`], [`http`] — reading `/metrics` text, a small HTTP client.
 //!
@@ -26,6 +27,7 @@ pub mod observe;
 pub mod policy;
 pub mod reload;
 pub mod runtime;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -104,7 +106,7 @@ impl Scaler {
                     Some(()) => self.reload(&mut senders, &mut loops, &shutdown).await,
                     None => watch = None,
                 },
-                _ = stop.wait_for(|v| *v) => break,
+                _ = autoscaler::wait_true(&mut stop) => break,
             }
         }
         while loops.join_next().await.is_some() {}
@@ -140,5 +142,120 @@ impl Scaler {
             loops.spawn(Autoscaler::new(self.parts.clone(), rx, shutdown.clone()).run());
             senders.insert(pool, tx);
         }
+    }
+}
+
+/// Errors starting or running the scaler.
+#[derive(Debug, thiserror::Error)]
+pub enum ScalerError {
+    /// The config has no `scaler:` section.
+    #[error("the config has no `scaler:` section")]
+    NotConfigured,
+    /// The runtime could not be set up.
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    /// The proxy could not be reached.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    /// Binding a listener or starting the async runtime failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The runtime, observer and clock for `config`, over `control`. Call
+/// within a tokio runtime (the Docker runtime starts its event watch).
+pub fn parts(
+    config: &config::ScalerConfig,
+    control: Arc<dyn control::PoolControl>,
+) -> Result<Parts, ScalerError> {
+    let runtime: Arc<dyn runtime::Runtime> = match config.runtime {
+        config::RuntimeKind::Local => Arc::new(runtime::local::LocalRuntime::new(&config.local)?),
+        config::RuntimeKind::Docker => {
+            let d = Arc::new(runtime::docker::DockerRuntime::new(config.docker.clone()));
+            d.watch_events();
+            d
+        }
+    };
+    let metrics = Arc::new(observe::Observer::new(control.clone(), runtime.clone()));
+    Ok(Parts {
+        runtime,
+        control,
+        metrics,
+        clock: Arc::new(SystemClock),
+    })
+}
+
+/// `gantry up`: the scaler as a task beside the proxy, over its own pools.
+/// Replicas of the local runtime are killed when the proxy stops
+/// ([`runtime::local::kill_all`]); containers stay for the next run to adopt.
+pub fn spawn_in_proxy(proxy: &mut crate::proxy::Proxy, config: config::ScalerConfig) {
+    let control: Arc<dyn control::PoolControl> = Arc::new(control::InProcess::new(proxy.pools()));
+    proxy.spawn(Box::pin(async move {
+        let parts = match parts(&config, control) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "Scaler cannot start; the proxy runs without it");
+                return;
+            }
+        };
+        // Never signalled: the proxy aborts its tasks when it stops.
+        let (_keep, shutdown) = watch::channel(false);
+        Scaler::new(parts, config.policies).run(shutdown).await;
+    }));
+}
+
+/// `gantry scaler`: the scaler alone against a proxy's admin API, until
+/// SIGINT/SIGTERM. With `listen`, serves `/metrics` and `/admin/scaler` there.
+pub fn run_standalone(
+    config: config::ScalerConfig,
+    admin: &str,
+    token: Option<String>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<(), ScalerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let control: Arc<dyn control::PoolControl> = Arc::new(control::Admin::new(admin, token));
+    let result = rt.block_on(async move {
+        let parts = parts(&config, control)?;
+        if let Some(addr) = listen {
+            let l = tokio::net::TcpListener::bind(addr).await?;
+            let app = axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(|| async { crate::metrics::render() }),
+                )
+                .route(
+                    "/admin/scaler",
+                    axum::routing::get(|| async { axum::Json(journal::snapshot()) }),
+                );
+            tokio::spawn(async move { axum::serve(l, app).await });
+        }
+        let (tx, shutdown) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tx.send_replace(true);
+        });
+        Scaler::new(parts, config.policies).run(shutdown).await;
+        Ok(())
+    });
+    runtime::local::kill_all();
+    result
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
