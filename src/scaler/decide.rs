@@ -308,23 +308,28 @@ pub fn decide(p: &Policy, obs: &Observation, fleet: &Fleet, now: Instant) -> Dec
     if let Some(d) = panic(p, obs, fleet, &rec, now) {
         return d;
     }
+    // Windows and limits work on recommendations within the bounds.
     let raw = rec.replicas;
-    let (to, hold) = limit(p, fleet, raw, now);
-    let to = to.clamp(floor, p.max);
+    let bounded = raw.clamp(floor, p.max);
+    if bounded == current {
+        let reason = match () {
+            _ if rec.missing => Reason::MissingMetrics,
+            _ if raw > current => Reason::AtBound { bound: p.max },
+            _ if raw < current => Reason::AtBound { bound: floor },
+            _ => Reason::Steady { driver: rec.driver },
+        };
+        return make(current, bounded, reason);
+    }
+    let (to, hold) = limit(p, fleet, bounded, now);
     let reason = match hold {
         Some(reason) => reason,
-        None if to == current && rec.missing => Reason::MissingMetrics,
-        None if to == current && raw != current => Reason::AtBound {
-            bound: if raw > current { p.max } else { floor },
-        },
-        None if to == current => Reason::Steady { driver: rec.driver },
         None => Reason::Metric {
             driver: rec.driver,
             missing: rec.missing,
-            limited: to != raw,
+            limited: to != bounded,
         },
     };
-    make(to, raw, reason)
+    make(to, bounded, reason)
 }
 
 /// The floor at `now` and whether the schedule set it: 0 when idle long enough.

@@ -231,7 +231,10 @@ fn bounds_come_first() {
         now,
         (10, "metric"),
     );
-    assert!(matches!(d.reason, Reason::Metric { limited: true, .. }));
+    assert_eq!(
+        d.recommendation, 10,
+        "recommendations are kept within bounds"
+    );
     check(
         &p,
         &obs(&[Some(80.0)], now),

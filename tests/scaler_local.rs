@@ -1,0 +1,187 @@
+//! The scaler with local processes through the real `gantry up`: grow under load, spread, shrink, replace, hot reload, scale from zero.
+
+mod scaler_support;
+
+use std::time::{Duration, Instant};
+
+use scaler_support::{fake_worker, signal, Load, Up};
+
+/// A pool `pool` scaled by local fake workers answering after `delay_ms`.
+fn config(pool: &str, delay_ms: u32) -> String {
+    format!(
+        "pools:\n  {pool}:\n    health: {{interval: 200ms}}\n    drain_timeout: 5s\nroutes:\n  - {{prefix: /, pool: {pool}, idempotent: true}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: local\n  local:\n    program: '{}'\n    args: [--listen, '127.0.0.1:{{port}}']\n    env: {{FAKE_DELAY_MS: '{delay_ms}', FAKE_EXIT_WITH_PARENT: '1'}}\n",
+        fake_worker().display()
+    )
+}
+
+fn policy(pool: &str, extra: &str) -> String {
+    format!(
+        "pool: {pool}\ninterval: 500ms\nwindow: 2s\nmetrics: [{{metric: inflight_per_replica, target: 2}}]\nscale_up: {{max_step: 3, period: 1s}}\nscale_down: {{stabilization: 3s, cooldown: 0s, max_step: 3, period: 1s}}\n{extra}"
+    )
+}
+
+/// Pids of the workers `gantry up` started.
+fn workers(up: &Up) -> Vec<u32> {
+    let parent = sysinfo::Pid::from_u32(up.child.as_ref().unwrap().id());
+    let mut sys = sysinfo::System::new();
+    sys.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
+    sys.processes()
+        .values()
+        .filter(|p| p.parent() == Some(parent) && p.thread_kind().is_none())
+        .filter(|p| p.name().to_string_lossy().contains("fake"))
+        .map(|p| p.pid().as_u32())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_pool_grows_under_load_spreads_and_shrinks_to_min() {
+    let up = Up::start(
+        &config("lp", 100),
+        &[("lp.yaml", &policy("lp", "min: 1\nmax: 3\n"))],
+        &[],
+    )
+    .await;
+    up.wait_up("lp", 1, 20).await;
+    let load = Load::start(
+        &format!("{}/v1/analyze", up.url),
+        8,
+        "{\"url\":\"http://x.example/\"}",
+    );
+    up.wait_up("lp", 3, 30).await;
+    let before = up.served("lp").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = up.served("lp").await;
+    let report = load.stop().await;
+    let stopped = Instant::now();
+    assert!(
+        report.failed.is_empty(),
+        "{:?}",
+        &report.failed[..report.failed.len().min(5)]
+    );
+    let busy = after
+        .iter()
+        .filter(|(b, n)| **n > before.get(*b).copied().unwrap_or(0.0))
+        .count();
+    assert_eq!(busy, 3, "traffic did not spread: {before:?} -> {after:?}");
+    up.wait_up("lp", 1, 30).await;
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(3),
+        "shrank within the window"
+    );
+    let log = up.log();
+    assert!(
+        log.contains("lp 1 -> 3: in-flight per replica")
+            || log.contains("lp 1 -> 2: in-flight per replica"),
+        "{}",
+        up.tail()
+    );
+    assert!(log.contains("-> 1: in-flight per replica"), "{}", up.tail());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_local_worker_is_replaced_and_workers_end_with_gantry() {
+    let mut up = Up::start(
+        &config("ld", 5),
+        &[("ld.yaml", &policy("ld", "min: 2\nmax: 3\n"))],
+        &[],
+    )
+    .await;
+    up.wait_up("ld", 2, 20).await;
+    let pids = workers(&up);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    signal(pids[0], sysinfo::Signal::Kill);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = workers(&up);
+        if now.len() == 2 && !now.contains(&pids[0]) && up.up("ld").await == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replacement: {now:?}\n{}",
+            up.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up.log().contains("Replica died"), "{}", up.tail());
+    let last = workers(&up);
+    up.terminate();
+    let mut sys = sysinfo::System::new();
+    std::thread::sleep(Duration::from_millis(500));
+    sys.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
+    for pid in last {
+        let p = sys.process(sysinfo::Pid::from_u32(pid));
+        let alive = p.is_some_and(|p| p.status() != sysinfo::ProcessStatus::Zombie);
+        assert!(
+            !alive,
+            "worker {pid} outlived gantry: {:?}\n{}",
+            p.map(|p| (p.status(), p.parent())),
+            up.tail()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_applies_valid_edits_and_keeps_the_policy_on_invalid_ones() {
+    let up = Up::start(
+        &config("hr", 5),
+        &[("hr.yaml", &policy("hr", "min: 1\nmax: 3\n"))],
+        &[],
+    )
+    .await;
+    up.wait_up("hr", 1, 20).await;
+    let edited = Instant::now();
+    std::fs::write(up.policy_path("hr.yaml"), policy("hr", "min: 2\nmax: 3\n")).unwrap();
+    up.wait_up("hr", 2, 10).await;
+    let took = edited.elapsed();
+    assert!(took < Duration::from_secs(5), "valid edit took {took:?}");
+    std::fs::write(up.policy_path("hr.yaml"), policy("hr", "min: 5\nmax: 3\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !up.log().contains("Invalid policy") {
+        assert!(
+            Instant::now() < deadline,
+            "invalid edit not reported\n{}",
+            up.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = up.log();
+    let line = log.lines().find(|l| l.contains("Invalid policy")).unwrap();
+    assert!(
+        line.contains("hr.yaml:7:1: min: must be at most max (3)"),
+        "{line}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(up.up("hr").await, 2, "the old policy did not stay in force");
+    std::fs::write(up.policy_path("hr.yaml"), policy("hr", "min: 1\nmax: 3\n")).unwrap();
+    up.wait_up("hr", 1, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_from_zero_holds_the_first_request_until_a_worker_is_ready() {
+    let extra = "min: 1\nmax: 2\nscale_to_zero: {after: 1s, hold_timeout: 10s}\n";
+    let up = Up::start(&config("zl", 5), &[("zl.yaml", &policy("zl", extra))], &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(up.log().contains("zl 1 -> 0: idle") && up.members("zl").await.is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "never went to zero\n{}",
+            up.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let start = Instant::now();
+    let r = scaler_support::client()
+        .post(format!("{}/v1/analyze", up.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(r.status(), 200, "{}", up.tail());
+    assert!(
+        took < Duration::from_secs(2),
+        "first response after {took:?}"
+    );
+    eprintln!("scale from zero, local fake worker: first response after {took:?}");
+}
