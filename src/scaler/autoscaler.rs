@@ -303,16 +303,18 @@ impl Autoscaler {
         }
     }
 
-    /// Starts `n` replicas.
+    /// Starts `n` replicas at once.
     async fn scale_up(&mut self, n: u32, now: Instant) {
         let spec = ReplicaSpec {
             pool: self.pool.clone(),
             cpus: self.policy.cpus,
             memory_mib: self.policy.memory_mib,
         };
-        for _ in 0..n {
-            let started = Instant::now();
-            match self.parts.runtime.start(&spec).await {
+        let started = Instant::now();
+        let runtime = self.parts.runtime.clone();
+        let results = futures::future::join_all((0..n).map(|_| runtime.start(&spec))).await;
+        for result in results {
+            match result {
                 Ok(r) => {
                     tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Replica started");
                     self.track_starting(r, started, "start");
@@ -323,7 +325,6 @@ impl Autoscaler {
                         .inc();
                     let delay = self.backoff.fail(now);
                     tracing::warn!(pool = %self.pool, error = %e, retry_in = ?delay, "Cannot start a replica");
-                    return;
                 }
             }
         }
