@@ -42,3 +42,18 @@ lint:
 
 clean-containers:
 	-docker ps -aq --filter label=gantry.managed=true | xargs -r docker rm -f
+
+# --- Inference worker: image and benchmark ---
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
+
+.PHONY: worker-image bench-worker
+
+# gantry-worker:$(VERSION) FROM scratch: release binary, libonnxruntime.so, the
+# model, and the glibc loader and libraries at their host paths.
+worker-image: release onnxruntime
+	docker/worker/build.sh gantry-worker:$(VERSION)
+
+# Worker throughput and p50/p99: batching off/on, INT8/FP32, and a plain Python
+# onnxruntime server, at concurrency 1, 16, 64 (loopback only, a few seconds each).
+bench-worker: release onnxruntime
+	bench/worker.sh

@@ -74,6 +74,8 @@ enum Command {
         #[arg(long)]
         scaler: Option<String>,
     },
+    /// Run an inference worker (ONNX Runtime, dynamic batching), or tune one.
+    Worker(gantry::worker::WorkerArgs),
 }
 
 /// The default config of `gantry up`: proxy, pool `analysis`, local workers.
@@ -188,6 +190,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 rt.block_on(gantry::scaler::status::fetch(&admin, &scaler))?
             );
         }
+        Command::Worker(args) => gantry::worker::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@
 
 pub mod scaler;
 pub mod system;
+pub mod worker;
 
 use std::sync::LazyLock;
 
