@@ -9,12 +9,11 @@
 mod scaler_support;
 
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use scaler_support::{containers, root, sh, unique, worker_image, DockerCleanup, Load, Up};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What the analysis route accepts (the real worker wants a URL).
 const BODY: &str = r#"{"url":"http://paypal.com.secure-login.example.ru/"}"#;
@@ -59,7 +58,7 @@ fn running(id: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_pool_grows_spreads_replaces_a_killed_replica_and_shrinks() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (image, real) = worker_image();
     let (pool, network, mut guard) = names("dg");
     let stranger = unlabelled(&image, &format!("{pool}-unlabelled"));
@@ -134,7 +133,7 @@ async fn docker_pool_grows_spreads_replaces_a_killed_replica_and_shrinks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_scaler_adopts_its_containers_without_duplicates() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (image, _) = worker_image();
     let (pool, network, _guard) = names("da");
     let mut up = Up::start(
@@ -163,7 +162,7 @@ async fn restarted_scaler_adopts_its_containers_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn make_clean_containers_removes_managed_ones_and_spares_others() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let (image, _) = worker_image();
     let (pool, network, mut guard) = names("dc");
     let stranger = unlabelled(&image, &format!("{pool}-unlabelled"));

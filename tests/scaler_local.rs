@@ -136,8 +136,15 @@ async fn hot_reload_applies_valid_edits_and_keeps_the_policy_on_invalid_ones() {
     let took = edited.elapsed();
     assert!(took < Duration::from_secs(5), "valid edit took {took:?}");
     std::fs::write(up.policy_path("hr.yaml"), policy("hr", "min: 5\nmax: 3\n")).unwrap();
+    // The error names file, line, column and field (an editor's half-written
+    // file may be reported first; that too leaves the old policy in force).
+    let want = "hr.yaml:7:1: min: must be at most max (3)";
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !up.log().contains("Invalid policy") {
+    while !up
+        .log()
+        .lines()
+        .any(|l| l.contains("Invalid policy") && l.contains(want))
+    {
         assert!(
             Instant::now() < deadline,
             "invalid edit not reported\n{}",
@@ -145,12 +152,6 @@ async fn hot_reload_applies_valid_edits_and_keeps_the_policy_on_invalid_ones() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let log = up.log();
-    let line = log.lines().find(|l| l.contains("Invalid policy")).unwrap();
-    assert!(
-        line.contains("hr.yaml:7:1: min: must be at most max (3)"),
-        "{line}"
-    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(up.up("hr").await, 2, "the old policy did not stay in force");
     std::fs::write(up.policy_path("hr.yaml"), policy("hr", "min: 1\nmax: 3\n")).unwrap();
@@ -211,9 +212,113 @@ async fn real_gantry_workers_scale_up_under_load_and_back_down() {
     up.wait_up("rw", 2, 60).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = load.stop().await;
-    assert!(report.failed.is_empty(), "{:?}", &report.failed[..report.failed.len().min(5)]);
+    assert!(
+        report.failed.is_empty(),
+        "{:?}",
+        &report.failed[..report.failed.len().min(5)]
+    );
     assert!(report.ok > 0);
     let served = up.served("rw").await;
-    assert_eq!(served.values().filter(|n| **n > 0.0).count(), 2, "{served:?}");
+    assert_eq!(
+        served.values().filter(|n| **n > 0.0).count(),
+        2,
+        "{served:?}"
+    );
     up.wait_up("rw", 1, 60).await;
+}
+
+/// Kills a child process on drop.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        signal(self.0.id(), sysinfo::Signal::Term);
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `gantry scaler` apart from `gantry proxy`, through the admin API; `gantry status` reads both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_scaler_drives_the_proxy_through_its_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin, status) = (
+        scaler_support::free_port(),
+        scaler_support::free_port(),
+        scaler_support::free_port(),
+    );
+    let config = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{listen: 127.0.0.1:{admin}}}\n{}",
+        config("sa", 5).replace("{dir}", dir.path().to_str().unwrap())
+    );
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/sa.yaml"),
+        policy("sa", "min: 2\nmax: 3\n").replace(
+            "metrics: [{metric: inflight_per_replica, target: 2}]",
+            "metrics: [{metric: queue_length, target: 2}]",
+        ),
+    )
+    .unwrap();
+    let path = dir.path().join("gantry.yaml");
+    std::fs::write(&path, config).unwrap();
+    let bin = env!("CARGO_BIN_EXE_gantry");
+    let quiet = || std::process::Stdio::null();
+    let _proxy = Proc(
+        std::process::Command::new(bin)
+            .args(["proxy", "--config"])
+            .arg(&path)
+            .stderr(quiet())
+            .spawn()
+            .unwrap(),
+    );
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let mut scaler = Proc(
+        std::process::Command::new(bin)
+            .args(["scaler", "--config"])
+            .arg(&path)
+            .args([
+                "--admin",
+                &admin_url,
+                "--listen",
+                &format!("127.0.0.1:{status}"),
+            ])
+            .stderr(std::fs::File::create(dir.path().join("scaler.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let out = std::process::Command::new(bin)
+            .args([
+                "status",
+                "--admin",
+                &admin_url,
+                "--scaler",
+                &format!("http://127.0.0.1:{status}"),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let explained = text.contains("worker queue length 0 < target 2 over 2 s, held at bound 2");
+        if text.matches(" up ").count() == 2 && text.contains("sa 0 -> 2: below min 2") && explained
+        {
+            break text;
+        }
+        let log = std::fs::read_to_string(dir.path().join("scaler.log")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "status never showed two replicas:\n{text}\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(text.starts_with("pool sa"), "{text}");
+    // SIGTERM: the scaler stops and its workers with it.
+    signal(scaler.0.id(), sysinfo::Signal::Term);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while scaler.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "scaler did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -8,7 +8,6 @@
 //! events and requests held at zero replicas only make it act sooner.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -560,10 +559,8 @@ async fn drain_and_stop(
 }
 
 /// Resolves when `rx` holds `true` or its sender is gone.
-pub(crate) fn wait_true(rx: &mut watch::Receiver<bool>) -> impl Future<Output = ()> + '_ {
-    async move {
-        let _ = rx.wait_for(|v| *v).await;
-    }
+pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }
 
 #[cfg(test)]

@@ -217,6 +217,8 @@ pub enum Reason {
     AtBound {
         /// The bound.
         bound: u32,
+        /// The metric asking to cross it.
+        driver: Driver,
     },
 }
 
@@ -314,8 +316,14 @@ pub fn decide(p: &Policy, obs: &Observation, fleet: &Fleet, now: Instant) -> Dec
     if bounded == current {
         let reason = match () {
             _ if rec.missing => Reason::MissingMetrics,
-            _ if raw > current => Reason::AtBound { bound: p.max },
-            _ if raw < current => Reason::AtBound { bound: floor },
+            _ if raw > current => Reason::AtBound {
+                bound: p.max,
+                driver: rec.driver,
+            },
+            _ if raw < current => Reason::AtBound {
+                bound: floor,
+                driver: rec.driver,
+            },
             _ => Reason::Steady { driver: rec.driver },
         };
         return make(current, bounded, reason);
@@ -648,7 +656,7 @@ impl fmt::Display for Reason {
             Reason::StepLimit { direction } => {
                 write!(f, "wants {} but the step limit is used", dir(direction))
             }
-            Reason::AtBound { bound } => write!(f, "wants a change but at bound {bound}"),
+            Reason::AtBound { bound, driver } => write!(f, "{driver}, held at bound {bound}"),
         }
     }
 }

@@ -104,7 +104,10 @@ pub fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> Option<f64>
 mod tests {
     use super::*;
 
-    fn check(line: &str, expected: Option<(&str, &[(&str, &str)], f64)>) {
+    /// Name, labels, value.
+    type Expected<'a> = Option<(&'a str, &'a [(&'a str, &'a str)], f64)>;
+
+    fn check(line: &str, expected: Expected<'_>) {
         let got = parse_line(line);
         let want = expected.map(|(n, l, v)| Sample {
             name: n.into(),

@@ -321,6 +321,70 @@ mod tests {
         assert_eq!(Delta::between(&b, &b, 1.0).mean_ms, 0.0);
     }
 
+    /// A worker `/metrics` and a Prometheus query API on one loopback server.
+    async fn outside_server() -> std::net::SocketAddr {
+        use axum::routing::get;
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                get(|| async {
+                    "# TYPE gantry_worker_queue_length gauge\ngantry_worker_queue_length 6\n"
+                }),
+            )
+            .route(
+                "/api/v1/query",
+                get(
+                    |axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+                        let q = q.unwrap_or_default();
+                        let v = if q.contains("up%7Bjob") { "2.5" } else { "NaN" };
+                        axum::Json(serde_json::json!({"status": "success", "data": {
+                        "resultType": "vector",
+                        "result": [{"metric": {}, "value": [1.0, v]}]}}))
+                    },
+                ),
+            );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn reads_worker_queues_prometheus_and_proxy_counters() {
+        let addr = outside_server().await;
+        let config = crate::config::from_str(
+            std::path::Path::new("g.yaml"),
+            "pools:\n  obs: {}\nroutes: [{prefix: /, pool: obs}]\n",
+        )
+        .unwrap();
+        let pools = Arc::new(crate::proxy::Pools::from_config(&config));
+        let control = Arc::new(crate::scaler::control::InProcess::new(pools));
+        let runtime = Arc::new(crate::scaler::runtime::fake::FakeRuntime::new());
+        let observer = Observer::new(control, runtime);
+        let text = format!(
+            "pool: obs\nmax: 3\nmetrics:\n  - {{metric: queue_length, target: 4}}\n  - metric: inflight_per_replica\n    target: 4\n    prometheus: {{url: 'http://{addr}', query: 'up{{job=\"x\"}}'}}\n  - metric: cpu_percent\n    target: 50\n    prometheus: {{url: 'http://{addr}', query: 'nan'}}\n  - {{metric: request_rate_per_replica, target: 4}}\n  - {{metric: inflight_per_replica, target: 4}}\n"
+        );
+        let policy =
+            crate::scaler::policy::from_str(std::path::Path::new("p.yaml"), &text).unwrap();
+        let ready = [Replica {
+            id: "r".into(),
+            pool: "obs".into(),
+            addr,
+        }];
+        let members = [Member {
+            addr,
+            state: "up".into(),
+            inflight: 3,
+        }];
+        let r = observer.read(&policy, &ready, &members).await;
+        // The first reading has no earlier counters: no request rate yet.
+        assert_eq!(r.values, vec![Some(6.0), Some(2.5), None, None, Some(3.0)]);
+        assert!(r.active);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = observer.read(&policy, &ready, &members).await;
+        assert_eq!(r.values[3], Some(0.0));
+    }
+
     #[test]
     fn window_means_and_missing_newest() {
         let t = Instant::now() + Duration::from_secs(100);

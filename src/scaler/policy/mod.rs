@@ -302,7 +302,7 @@ pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigError
                 "must be more than 0 and shorter than `window`",
             );
         }
-        if !(p.threshold > 1.0) {
+        if !p.threshold.is_finite() || p.threshold <= 1.0 {
             err("panic.threshold", "must be more than 1");
         }
     }
@@ -314,7 +314,11 @@ pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigError
             err("scale_to_zero.hold_timeout", "must be more than 0");
         }
     }
-    if raw.resources.cpus.is_some_and(|c| !(c > 0.0)) {
+    if raw
+        .resources
+        .cpus
+        .is_some_and(|c| !c.is_finite() || c <= 0.0)
+    {
         err("resources.cpus", "must be more than 0");
     }
     if raw.resources.memory_mib == Some(0) {
