@@ -79,7 +79,7 @@ impl Hold {
         self.demand.notify_one();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if !pool.eligible(Instant::now()).is_empty() {
+            if pool.has_eligible(Instant::now()) {
                 return Held::Ready;
             }
             let now = tokio::time::Instant::now();

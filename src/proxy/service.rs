@@ -103,9 +103,7 @@ impl Gantry {
         };
         let ok = matches!(outcome, "ok");
         pool.record_outcome(&lease.backend, ok, Instant::now());
-        metrics::UPSTREAM_REQUESTS
-            .with_label_values(&[&*pool.name, &lease.backend.addr.to_string(), outcome])
-            .inc();
+        lease.backend.count_outcome(outcome);
     }
 
     fn may_retry(&self, session: &Session, ctx: &Ctx) -> bool {
@@ -179,7 +177,7 @@ impl ProxyHttp for Gantry {
             let msg = format!("request body larger than {limit} bytes");
             return Self::reject(session, ctx, 413, "too_large", msg).await;
         }
-        if pool.eligible(Instant::now()).is_empty() {
+        if !pool.has_eligible(Instant::now()) {
             let (reason, msg) = match pool.hold.wait(&pool).await {
                 Held::Ready => return Ok(false),
                 Held::Off => ("no_backend", "no healthy backend in pool"),
@@ -216,7 +214,7 @@ impl ProxyHttp for Gantry {
             .clone()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
         if ctx.tries > 0 {
-            metrics::RETRIES.with_label_values(&[&pool.name]).inc();
+            pool.metrics.retries.inc();
         }
         ctx.tries += 1;
         ctx.lease = None;
@@ -326,21 +324,27 @@ impl ProxyHttp for Gantry {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let pool = Self::pool_label(ctx).to_string();
-        if status > 0 {
-            metrics::REQUESTS
-                .with_label_values(&[&pool, metrics::code_class(status)])
-                .inc();
+        let elapsed = ctx.start.elapsed().as_secs_f64();
+        match &ctx.pool {
+            Some(pool) => {
+                if status > 0 {
+                    pool.metrics.count_request(status);
+                }
+                pool.metrics.duration.observe(elapsed);
+            }
+            None if status > 0 => {
+                metrics::REQUESTS
+                    .with_label_values(&["none", metrics::code_class(status)])
+                    .inc();
+            }
+            None => {}
         }
-        metrics::REQUEST_DURATION
-            .with_label_values(&[&pool])
-            .observe(ctx.start.elapsed().as_secs_f64());
         tracing::debug!(
-            pool = %pool,
+            pool = Self::pool_label(ctx),
             status,
             tries = ctx.tries,
             upstream_status = ?ctx.upstream_status,
-            ms = ctx.start.elapsed().as_secs_f64() * 1e3,
+            ms = elapsed * 1e3,
             "Request done"
         );
     }
