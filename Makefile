@@ -44,6 +44,7 @@ lint:
 
 clean-containers:
 	-docker ps -aq --filter label=gantry.managed=true | xargs -r docker rm -f
+	-docker network ls -q --filter label=gantry.managed=true | xargs -r docker network rm
 
 # --- Inference worker: image and benchmark ---
 GANTRY_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
@@ -59,3 +60,13 @@ worker-image: release onnxruntime
 # onnxruntime server, at concurrency 1, 16, 64 (loopback only, a few seconds each).
 bench-worker: release onnxruntime
 	bench/worker.sh
+
+# --- Auto-scaler: the Docker tests scale the worker image; benchmark ---
+.PHONY: bench-scaler
+
+# The scaler's Docker tests (tests/scaler_docker.rs) use gantry-worker:$(VERSION).
+test: worker-image
+
+# Load spike -> first request on a new replica; zero replicas -> first response.
+bench-scaler: release worker-image
+	bench/scaler.sh

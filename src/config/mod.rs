@@ -45,6 +45,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Routes, longest prefix first.
     pub routes: Vec<RouteConfig>,
+    /// The auto-scaler's settings, when the file has a `scaler:` section.
+    pub scaler: Option<crate::scaler::config::ScalerConfig>,
 }
 
 /// A validated pool.
@@ -179,6 +181,9 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    let scaler = raw
+        .scaler
+        .map(|s| crate::scaler::config::validate(s, src, &mut errors));
     match (listen, admin_listen, errors.is_empty()) {
         (Some(listen), Some(admin_listen), true) => Ok(Config {
             listen,
@@ -187,6 +192,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             threads: raw.threads,
             pools,
             routes,
+            scaler,
         }),
         _ => Err(ConfigErrors(errors)),
     }

@@ -27,6 +27,9 @@ pub struct RawConfig {
     /// Path-prefix routes, longest prefix wins.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// The auto-scaler (`gantry up`, `gantry scaler`): policies and runtime. Default none.
+    #[serde(default)]
+    pub scaler: Option<crate::scaler::config::RawScaler>,
 }
 
 /// The admin listener.

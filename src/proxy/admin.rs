@@ -2,7 +2,8 @@
 //!
 //! `GET /admin/pools` lists pools and backends; `POST /admin/pools/{pool}/backends`
 //! with `{"addr": "host:port", "weight": 1}` adds one; `DELETE
-//! /admin/pools/{pool}/backends/{addr}` drains one. When a token is set,
+//! /admin/pools/{pool}/backends/{addr}` drains one; `GET /admin/scaler` lists
+//! the scaler's last decisions per pool. When a token is set,
 //! mutating calls need `Authorization: Bearer <token>`.
 
 use std::sync::Arc;
@@ -83,6 +84,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(|| async { metrics::render() }))
         .route("/admin/pools", get(list_pools))
+        .route(
+            "/admin/scaler",
+            get(|| async { Json(crate::scaler::journal::snapshot()) }),
+        )
         .route(
             "/admin/pools/{pool}/backends",
             axum::routing::post(add_backend),

@@ -4,11 +4,13 @@
 //! - `pool` — backends and their state (health, ejection, draining, in-flight);
 //! - `balance` — the selection policies;
 //! - `health` — active checks;
+//! - `hold` — requests held while the scaler starts a first backend;
 //! - `admin` — the admin listener (metrics, health, backend API).
 
 pub mod admin;
 pub mod balance;
 pub mod health;
+pub mod hold;
 pub mod pool;
 pub mod service;
 

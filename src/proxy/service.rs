@@ -17,6 +17,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 
+use super::hold::Held;
 use super::pool::{Lease, Pool, Pools};
 use crate::config::{Config, RouteConfig};
 use crate::metrics;
@@ -177,8 +178,14 @@ impl ProxyHttp for Gantry {
             return Self::reject(session, ctx, 413, "too_large", msg).await;
         }
         if !pool.has_eligible(Instant::now()) {
-            let msg = format!("no healthy backend in pool {}", pool.name);
-            return Self::reject(session, ctx, 503, "no_backend", msg).await;
+            let (reason, msg) = match pool.hold.wait(&pool).await {
+                Held::Ready => return Ok(false),
+                Held::Off => ("no_backend", "no healthy backend in pool"),
+                Held::Full => ("hold_full", "too many requests waiting for pool"),
+                Held::TimedOut => ("hold_timeout", "no backend started in time for pool"),
+            };
+            let msg = format!("{msg} {}", pool.name);
+            return Self::reject(session, ctx, 503, reason, msg).await;
         }
         Ok(false)
     }
