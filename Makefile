@@ -30,8 +30,13 @@ $(ORT_LIB):
 run: release onnxruntime
 	./target/release/gantry up
 
+# The Docker tests scale a worker image built by the same script as
+# `make worker-image`, from the debug binary (no release build needed to test).
+TEST_WORKER_IMAGE ?= gantry-worker:ci
 test: onnxruntime
-	$(CARGO) test --all-targets -- --test-threads=2
+	$(CARGO) build --bins
+	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
+	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) $(CARGO) test --all-targets -- --test-threads=2
 
 bench-proxy: release
 	bench/proxy.sh
@@ -65,8 +70,6 @@ bench-worker: release onnxruntime
 .PHONY: bench-scaler
 
 # The scaler's Docker tests (tests/scaler_docker.rs) use gantry-worker:$(VERSION).
-test: worker-image
-
 # Load spike -> first request on a new replica; zero replicas -> first response.
 bench-scaler: release worker-image
 	bench/scaler.sh
