@@ -30,6 +30,17 @@ pub enum Policy {
     P2c,
 }
 
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Policy::RoundRobin => "round_robin",
+            Policy::LeastConnections => "least_connections",
+            Policy::Weighted => "weighted",
+            Policy::P2c => "p2c",
+        })
+    }
+}
+
 /// The validated proxy configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -44,7 +44,7 @@ pub async fn fetch(admin: &str, scaler: &str) -> Result<String, ControlError> {
 pub fn render(pools: &[PoolView], decisions: &BTreeMap<String, Vec<Entry>>) -> String {
     let mut out = String::new();
     for p in pools {
-        let _ = writeln!(out, "pool {} ({:?})", p.name, p.policy);
+        let _ = writeln!(out, "pool {} ({})", p.name, p.policy);
         if p.backends.is_empty() {
             let _ = writeln!(out, "  no backends");
         }

@@ -141,13 +141,25 @@ impl Runtime for LocalRuntime {
             source,
         };
         let port = free_port().map_err(spawn_err)?;
-        let mut child = tokio::process::Command::new(&self.program)
+        let mut command = tokio::process::Command::new(&self.program);
+        command
             .args(self.args_for(port))
             .envs(&self.env)
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(spawn_err)?;
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
+        // SIGTERM to the child when gantry dies, even by SIGKILL, so workers
+        // are never orphaned. (The signal follows the spawning thread: this
+        // runs on a runtime worker thread, which lives as long as the runtime.)
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(spawn_err)?;
         let pid = child.id().unwrap_or_default();
         let replica = Replica {
             id: format!("local-{pid}"),
