@@ -36,7 +36,7 @@ TEST_WORKER_IMAGE ?= gantry-worker:ci
 test: onnxruntime
 	$(CARGO) build --bins
 	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
-	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) $(CARGO) test --all-targets -- --test-threads=2
+	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) $(CARGO) test --all-targets --no-fail-fast -- --test-threads=2
 
 bench-proxy: release
 	bench/proxy.sh
