@@ -63,6 +63,10 @@ pub trait RemoteStore: Send + Sync + 'static {
     async fn del_prefix(&self, prefix: &str) -> Result<u64, RemoteError>;
     /// Starts connecting in the background (called on the runtime that keeps it).
     fn start(&self) {}
+    /// Resolves once connected (at once for stores without connections).
+    async fn ready(&self) -> Result<(), RemoteError> {
+        Ok(())
+    }
 }
 
 /// Redis through a fred connection pool.
@@ -132,6 +136,11 @@ impl RemoteStore for FredStore {
         // The connection tasks run until `quit`; their handles are not needed.
         drop(self.pool.connect());
         drop(self.admin.connect());
+    }
+
+    async fn ready(&self) -> Result<(), RemoteError> {
+        self.pool.wait_for_connect().await?;
+        Ok(self.admin.wait_for_connect().await?)
     }
 }
 
@@ -267,6 +276,14 @@ impl RedisTier {
             purge_timeout: cfg.purge_timeout,
             clock,
         }
+    }
+
+    /// Waits up to `within` for the store to connect; true when it did.
+    pub async fn ready(&self, within: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(within, self.store.ready()).await,
+            Ok(Ok(()))
+        )
     }
 
     /// The breaker's state.

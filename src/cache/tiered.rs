@@ -257,6 +257,14 @@ impl Cache {
         self.inner.l2.as_ref().map(|r| r.circuit())
     }
 
+    /// Waits up to `within` for Redis to connect; true when it did or L2 is off.
+    pub async fn redis_ready(&self, within: Duration) -> bool {
+        match &self.inner.l2 {
+            Some(l2) => l2.ready(within).await,
+            None => true,
+        }
+    }
+
     /// Finds `key`, or makes the caller its filler, or waits for the filler.
     pub async fn lookup(&self, key: &CacheKey) -> Lookup {
         let now = self.inner.clock.now_ms();
