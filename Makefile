@@ -7,6 +7,8 @@ ORT_DIR := .cache/onnxruntime-$(ORT_VERSION)
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so
 export ORT_DYLIB_PATH ?= $(abspath $(ORT_LIB))
 
+include models/model.mk
+
 .PHONY: run test build release onnxruntime bench-proxy clean-containers fmt lint
 
 build:

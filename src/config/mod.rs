@@ -178,7 +178,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             idempotent: r.idempotent,
         });
     }
-    routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
     match (listen, admin_listen, errors.is_empty()) {
         (Some(listen), Some(admin_listen), true) => Ok(Config {
             listen,

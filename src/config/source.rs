@@ -213,7 +213,13 @@ pub fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<(T, Source)
         Err(err) => {
             let field = err.path().to_string();
             let inner = err.into_inner();
-            let mut e = source.error(field, strip_location(&inner.to_string()));
+            let msg = strip_location(&inner.to_string());
+            // serde_yaml puts the path in front of its message too.
+            let msg = msg
+                .strip_prefix(&format!("{field}: "))
+                .map(str::to_string)
+                .unwrap_or(msg);
+            let mut e = source.error(field, msg);
             if let Some(loc) = inner.location() {
                 e.line = Some(loc.line());
                 e.column = Some(loc.column());

@@ -102,7 +102,7 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
-fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = &state.token else {
         return Ok(());
     };
@@ -113,10 +113,10 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
     if given == Some(&**token) {
         Ok(())
     } else {
-        Err(error(
+        Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token",
-        ))
+        )))
     }
 }
 
@@ -150,7 +150,7 @@ async fn add_backend(
     body: Result<Json<AddBackend>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     let Json(req) = match body {
         Ok(b) => b,
@@ -179,7 +179,7 @@ async fn remove_backend(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorized(&state, &headers) {
-        return r;
+        return *r;
     }
     let addr = match crate::config::parse_addr(&addr) {
         Ok(a) => a,

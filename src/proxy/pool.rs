@@ -38,6 +38,50 @@ pub struct Backend {
     consecutive_failures: AtomicU32,
     /// Has been up at least once; a new backend needs one pass, a fallen one `rise`.
     ever_up: AtomicBool,
+    /// Metric handles resolved once, not per request.
+    metrics: Option<BackendMetrics>,
+}
+
+/// A backend's labelled metric handles.
+#[derive(Debug)]
+struct BackendMetrics {
+    inflight: prometheus::IntGauge,
+    ok: prometheus::IntCounter,
+    pool: Arc<str>,
+}
+
+/// A pool's labelled metric handles for the per-request path.
+#[derive(Debug)]
+pub struct PoolMetrics {
+    /// `gantry_requests_total` by status class, indexed by `status / 100 - 1`.
+    requests: [prometheus::IntCounter; 5],
+    /// `gantry_request_duration_seconds` for this pool.
+    pub duration: prometheus::Histogram,
+    /// `gantry_retries_total` for this pool.
+    pub retries: prometheus::IntCounter,
+}
+
+impl PoolMetrics {
+    fn new(pool: &str) -> PoolMetrics {
+        let class = |c: &str| metrics::REQUESTS.with_label_values(&[pool, c]);
+        PoolMetrics {
+            requests: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: metrics::REQUEST_DURATION.with_label_values(&[pool]),
+            retries: metrics::RETRIES.with_label_values(&[pool]),
+        }
+    }
+
+    /// Counts one answered request with `status`.
+    pub fn count_request(&self, status: u16) {
+        let i = (usize::from(status / 100)).clamp(1, 5) - 1;
+        self.requests[i].inc();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +118,29 @@ impl Backend {
             state: Mutex::new(BackendState::default()),
             consecutive_failures: AtomicU32::new(0),
             ever_up: AtomicBool::new(healthy),
+            metrics: None,
+        }
+    }
+
+    /// Resolves this backend's metric handles under `pool`.
+    fn with_metrics(mut self, pool: &Arc<str>) -> Backend {
+        let addr = self.addr.to_string();
+        self.metrics = Some(BackendMetrics {
+            inflight: metrics::BACKEND_INFLIGHT.with_label_values(&[&**pool, &addr]),
+            ok: metrics::UPSTREAM_REQUESTS.with_label_values(&[&**pool, &addr, "ok"]),
+            pool: pool.clone(),
+        });
+        self
+    }
+
+    /// Counts one upstream attempt with `outcome`.
+    pub fn count_outcome(&self, outcome: &str) {
+        match &self.metrics {
+            Some(m) if outcome == "ok" => m.ok.inc(),
+            Some(m) => metrics::UPSTREAM_REQUESTS
+                .with_label_values(&[&*m.pool, &self.addr.to_string(), outcome])
+                .inc(),
+            None => {}
         }
     }
 
@@ -190,25 +257,24 @@ impl Backend {
 pub struct Lease {
     /// The leased backend.
     pub backend: Arc<Backend>,
-    pool: Arc<str>,
 }
 
 impl Lease {
-    fn new(backend: Arc<Backend>, pool: Arc<str>) -> Lease {
+    fn new(backend: Arc<Backend>) -> Lease {
         backend.inflight.fetch_add(1, Ordering::Relaxed);
-        metrics::BACKEND_INFLIGHT
-            .with_label_values(&[&*pool, &backend.addr.to_string()])
-            .inc();
-        Lease { backend, pool }
+        if let Some(m) = &backend.metrics {
+            m.inflight.inc();
+        }
+        Lease { backend }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.backend.inflight.fetch_sub(1, Ordering::Relaxed);
-        metrics::BACKEND_INFLIGHT
-            .with_label_values(&[&*self.pool, &self.backend.addr.to_string()])
-            .dec();
+        if let Some(m) = &self.backend.metrics {
+            m.inflight.dec();
+        }
     }
 }
 
@@ -238,6 +304,8 @@ pub struct Pool {
     draining: Mutex<Vec<(Arc<Backend>, Instant)>>,
     selector: Selector,
     changes: Mutex<()>,
+    /// Per-request metric handles.
+    pub metrics: PoolMetrics,
 }
 
 impl Pool {
@@ -247,13 +315,15 @@ impl Pool {
         let backends: Vec<Arc<Backend>> = config
             .backends
             .iter()
-            .map(|b| Arc::new(Backend::new(b.addr, b.weight, true)))
+            .map(|b| Arc::new(Backend::new(b.addr, b.weight, true).with_metrics(&name)))
             .collect();
         for b in &backends {
             set_up_metric(&name, b, Instant::now());
         }
         Pool {
             config,
+            // Resolved at start, so every series exists from the first scrape.
+            metrics: PoolMetrics::new(&name),
             name,
             backends: ArcSwap::from_pointee(backends),
             draining: Mutex::new(Vec::new()),
@@ -265,6 +335,11 @@ impl Pool {
     /// The current member list (draining ones excluded).
     pub fn backends(&self) -> Arc<Vec<Arc<Backend>>> {
         self.backends.load_full()
+    }
+
+    /// Whether any member may take a new request now.
+    pub fn has_eligible(&self, now: Instant) -> bool {
+        self.backends.load().iter().any(|b| b.is_eligible(now))
     }
 
     /// Members that may take a new request now.
@@ -288,7 +363,7 @@ impl Pool {
             .collect();
         let from = if fresh.is_empty() { &eligible } else { &fresh };
         let b = self.selector.pick(self.config.policy, from)?;
-        Some(Lease::new(b, self.name.clone()))
+        Some(Lease::new(b))
     }
 
     /// Adds a backend; it takes traffic after its first passing health check.
@@ -298,7 +373,7 @@ impl Pool {
         if current.iter().any(|b| b.addr == addr) {
             return Err(PoolError::Duplicate(addr));
         }
-        let b = Arc::new(Backend::new(addr, weight, false));
+        let b = Arc::new(Backend::new(addr, weight, false).with_metrics(&self.name));
         set_up_metric(&self.name, &b, Instant::now());
         let mut next = (*current).clone();
         next.push(b);

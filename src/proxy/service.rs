@@ -102,9 +102,7 @@ impl Gantry {
         };
         let ok = matches!(outcome, "ok");
         pool.record_outcome(&lease.backend, ok, Instant::now());
-        metrics::UPSTREAM_REQUESTS
-            .with_label_values(&[&*pool.name, &lease.backend.addr.to_string(), outcome])
-            .inc();
+        lease.backend.count_outcome(outcome);
     }
 
     fn may_retry(&self, session: &Session, ctx: &Ctx) -> bool {
@@ -176,10 +174,9 @@ impl ProxyHttp for Gantry {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
             let msg = format!("request body larger than {limit} bytes");
-            session.set_keepalive(None);
             return Self::reject(session, ctx, 413, "too_large", msg).await;
         }
-        if pool.eligible(Instant::now()).is_empty() {
+        if !pool.has_eligible(Instant::now()) {
             let msg = format!("no healthy backend in pool {}", pool.name);
             return Self::reject(session, ctx, 503, "no_backend", msg).await;
         }
@@ -210,7 +207,7 @@ impl ProxyHttp for Gantry {
             .clone()
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
         if ctx.tries > 0 {
-            metrics::RETRIES.with_label_values(&[&pool.name]).inc();
+            pool.metrics.retries.inc();
         }
         ctx.tries += 1;
         ctx.lease = None;
@@ -303,7 +300,9 @@ impl ProxyHttp for Gantry {
             _ => (500, "internal error".into()),
         };
         if code > 0 && session.response_written().is_none() {
+            session.set_keepalive(None);
             let mut resp = error_resp::gen_error_response(code);
+            let _ = resp.insert_header("connection", "close");
             let body = Bytes::from(format!("{msg}\n"));
             let _ = resp.insert_header("content-type", "text/plain; charset=utf-8");
             let _ = resp.insert_header("content-length", body.len().to_string());
@@ -318,21 +317,27 @@ impl ProxyHttp for Gantry {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let pool = Self::pool_label(ctx).to_string();
-        if status > 0 {
-            metrics::REQUESTS
-                .with_label_values(&[&pool, metrics::code_class(status)])
-                .inc();
+        let elapsed = ctx.start.elapsed().as_secs_f64();
+        match &ctx.pool {
+            Some(pool) => {
+                if status > 0 {
+                    pool.metrics.count_request(status);
+                }
+                pool.metrics.duration.observe(elapsed);
+            }
+            None if status > 0 => {
+                metrics::REQUESTS
+                    .with_label_values(&["none", metrics::code_class(status)])
+                    .inc();
+            }
+            None => {}
         }
-        metrics::REQUEST_DURATION
-            .with_label_values(&[&pool])
-            .observe(ctx.start.elapsed().as_secs_f64());
         tracing::debug!(
-            pool = %pool,
+            pool = Self::pool_label(ctx),
             status,
             tries = ctx.tries,
             upstream_status = ?ctx.upstream_status,
-            ms = ctx.start.elapsed().as_secs_f64() * 1e3,
+            ms = elapsed * 1e3,
             "Request done"
         );
     }

@@ -1,1 +1,3 @@
 //! Inference worker: ONNX Runtime sessions, dynamic batching and the HTTP API.
+
+pub mod features;

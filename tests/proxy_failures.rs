@@ -1,0 +1,302 @@
+//! Failure handling through the real proxy: backend death, retries, draining, limits, config errors, metrics.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{backends_yaml, client, load, Backend, Behaviour, Gantry};
+
+fn config(policy: &str, backends: &str, extra: &str) -> String {
+    format!(
+        "pools:\n  p:\n    policy: {policy}\n    health: {{interval: 100ms, rise: 2, fall: 2}}\n{extra}    backends:\n{backends}routes:\n  - {{prefix: /, pool: p, idempotent: true}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_backend_costs_no_client_request_and_comes_back() {
+    let mut a = Backend::start(
+        "a",
+        Behaviour {
+            delay: Duration::from_millis(5),
+            status: None,
+        },
+    )
+    .await;
+    let b = Backend::start(
+        "b",
+        Behaviour {
+            delay: Duration::from_millis(5),
+            status: None,
+        },
+    )
+    .await;
+    let g = Gantry::start(&config(
+        "round_robin",
+        &backends_yaml(&[(&a, 1), (&b, 1)]),
+        "",
+    ))
+    .await;
+    let url = format!("{}/x", g.url);
+    let stream = tokio::spawn({
+        let url = url.clone();
+        async move { load(&url, 600, 6).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.kill().await;
+    let (results, _) = stream.await.unwrap();
+    let failed: Vec<_> = results.iter().filter(|r| *r != &Ok(200)).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 600 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    g.wait_state("p", a.addr, Some("down")).await;
+    let before = a.hits();
+    // POSTs on an idempotent route are retried too.
+    let c = client();
+    for _ in 0..10 {
+        let r = c.post(&url).body("{\"url\":\"x\"}").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    a.restart().await;
+    g.wait_state("p", a.addr, Some("up")).await;
+    let (results, counts) = load(&url, 40, 2).await;
+    assert!(results.iter().all(|r| r == &Ok(200)));
+    assert!(
+        counts.get("a").copied().unwrap_or(0) >= 10 && a.hits() > before,
+        "{counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
+    let a = Backend::start(
+        "a",
+        Behaviour {
+            delay: Duration::from_millis(800),
+            status: None,
+        },
+    )
+    .await;
+    let b = Backend::start("b", Behaviour::default()).await;
+    let g = Gantry::start(&config("round_robin", &backends_yaml(&[(&a, 1)]), "")).await;
+    let c = client();
+    let slow = tokio::spawn({
+        let (c, url) = (c.clone(), format!("{}/slow", g.url));
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let added = c
+        .post(format!("{}/admin/pools/p/backends", g.admin))
+        .json(&serde_json::json!({"addr": b.addr.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    g.wait_state("p", b.addr, Some("up")).await;
+    let removed = c
+        .delete(format!("{}/admin/pools/p/backends/{}", g.admin, a.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 202);
+    assert_eq!(
+        g.backend_state("p", a.addr).await.as_deref(),
+        Some("draining")
+    );
+    let (results, counts) = load(&format!("{}/x", g.url), 20, 4).await;
+    assert!(results.iter().all(|r| r == &Ok(200)));
+    assert_eq!(counts.get("b"), Some(&20), "{counts:?}");
+    assert_eq!(slow.await.unwrap(), (200, "a 0".to_string()));
+    g.wait_state("p", a.addr, None).await;
+    // Bad admin input gets a 4xx with a message.
+    let bad = c
+        .post(format!("{}/admin/pools/p/backends", g.admin))
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let unknown = c
+        .delete(format!("{}/admin/pools/nope/backends/{}", g.admin, b.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown
+        .text()
+        .await
+        .unwrap()
+        .contains("no pool named `nope`"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_errors_have_their_status_and_message() {
+    let slow = Backend::start(
+        "slow",
+        Behaviour {
+            delay: Duration::from_secs(2),
+            status: None,
+        },
+    )
+    .await;
+    let ok = Backend::start("ok", Behaviour::default()).await;
+    let yaml = format!(
+        "pools:\n  small:\n    max_body_bytes: 100\n    backends:\n{}  slow:\n    timeouts: {{read: 300ms}}\n    backends:\n{}  empty: {{}}\nroutes:\n  - {{prefix: /small, pool: small}}\n  - {{prefix: /slow, pool: slow}}\n  - {{prefix: /empty, pool: empty}}\n",
+        backends_yaml(&[(&ok, 1)]),
+        backends_yaml(&[(&slow, 1)]),
+    );
+    let g = Gantry::start(&yaml).await;
+    let c = client();
+    let r = c
+        .post(format!("{}/small", g.url))
+        .body(vec![b'x'; 101])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap().contains("larger than 100 bytes"));
+    let r = c
+        .post(format!("{}/small", g.url))
+        .body(vec![b'x'; 100])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Chunked body without a length is counted as it streams.
+    let chunks = futures::stream::iter(vec![
+        Ok::<_, std::io::Error>(vec![b'y'; 80]),
+        Ok(vec![b'y'; 80]),
+    ]);
+    let r = c
+        .post(format!("{}/small", g.url))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await;
+    assert!(
+        r.map(|r| r.status() == 413).unwrap_or(true),
+        "chunked over-limit body not refused"
+    );
+    let r = c.get(format!("{}/empty", g.url)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("no healthy backend in pool empty"));
+    let r = c.get(format!("{}/slow", g.url)).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    let r = c
+        .get(format!("{}/nothing-routes-here", g.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_traffic() {
+    let a = Backend::start("a", Behaviour::default()).await;
+    let bad = Backend::start(
+        "bad",
+        Behaviour {
+            delay: Duration::ZERO,
+            status: Some(500),
+        },
+    )
+    .await;
+    let g = Gantry::start(&config(
+        "round_robin",
+        &backends_yaml(&[(&a, 1), (&bad, 1)]),
+        "",
+    ))
+    .await;
+    let (results, _) = load(&format!("{}/x", g.url), 20, 2).await;
+    // Five consecutive 5xx eject `bad` (default outlier settings); `a` takes the rest.
+    assert_eq!(results.iter().filter(|r| *r == &Ok(500)).count(), 5);
+    let m = g.metrics().await;
+    let line = |prefix: &str| {
+        m.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in:\n{m}"))
+            .to_string()
+    };
+    assert!(line("gantry_requests_total{code_class=\"2xx\",pool=\"p\"}").ends_with(" 15"));
+    assert!(line("gantry_requests_total{code_class=\"5xx\",pool=\"p\"}").ends_with(" 5"));
+    assert!(line("gantry_request_duration_seconds_count{pool=\"p\"}").ends_with(" 20"));
+    let ok = format!(
+        "gantry_upstream_requests_total{{backend=\"{}\",outcome=\"ok\",pool=\"p\"}}",
+        a.addr
+    );
+    assert!(line(&ok).ends_with(" 15"));
+    let e5 = format!(
+        "gantry_upstream_requests_total{{backend=\"{}\",outcome=\"http_5xx\",pool=\"p\"}}",
+        bad.addr
+    );
+    assert!(line(&e5).ends_with(" 5"));
+    assert!(line(&format!(
+        "gantry_backend_up{{backend=\"{}\",pool=\"p\"}}",
+        a.addr
+    ))
+    .ends_with(" 1"));
+    assert!(line(&format!(
+        "gantry_backend_inflight{{backend=\"{}\",pool=\"p\"}}",
+        a.addr
+    ))
+    .ends_with(" 0"));
+    assert!(
+        line("gantry_ejections_total").ends_with(" 1"),
+        "{}",
+        line("gantry_ejections_total")
+    );
+    for name in [
+        "gantry_active_connections",
+        "gantry_retries_total",
+        "gantry_host_cpu_percent",
+        "gantry_host_memory_percent",
+        "gantry_host_disk_percent",
+        "gantry_host_network_bytes_total",
+    ] {
+        assert!(m.contains(name), "missing {name}");
+    }
+}
+
+#[test]
+fn bad_config_is_refused_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "pools:\n  p:\n    backends:\n      - addr: 127.0.0.1:1\n        weight: 0\nroutes:\n  - prefix: /\n    pool: q\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["proxy", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:5:9: pools.p.backends[0].weight: must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml:8:5: routes[0].pool: no pool named `q`"),
+        "{err}"
+    );
+    std::fs::write(&path, "pools:\n  p:\n    policy: fastest\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["proxy", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:3:13: pools.p.policy: unknown variant `fastest`"),
+        "{err}"
+    );
+}
