@@ -372,3 +372,26 @@ async fn memory_is_warmed_with_the_most_hit_disk_entries() {
     assert_eq!(x_cache(&r.lookup(&key("2")).await), "HIT-L1");
     assert_eq!(x_cache(&r.lookup(&key("0")).await), "HIT-L3");
 }
+
+#[tokio::test]
+async fn a_purge_cancels_the_storing_of_fills_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Arc::new(rig(&dir));
+    let Lookup::Miss(lead) = r.lookup(&key("a")).await else {
+        panic!("miss")
+    };
+    let r2 = r.clone();
+    let follower = tokio::spawn(async move { r2.lookup(&key("a")).await });
+    settle_until(|| r.cache().waiters(&key("a")) == 1).await;
+    r.cache().purge(Purge::All).await;
+    lead.fill.unwrap().fill(r.entry("old", 60_000)).await;
+    let Lookup::Hit(h) = follower.await.unwrap() else {
+        panic!("the waiter still gets the answer it waited for")
+    };
+    assert_eq!(h.entry.body, "old");
+    assert_eq!(
+        x_cache(&r.lookup(&key("a")).await),
+        "MISS",
+        "but it is not stored"
+    );
+}

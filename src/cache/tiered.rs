@@ -19,6 +19,7 @@
 //! queue drops the write: the response path never waits on a lower tier.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -143,6 +144,8 @@ struct Inner {
     inflight: Inflight,
     coalesce_wait: Duration,
     clock: Arc<dyn Clock>,
+    /// Bumped by every purge: responses requested before it are not stored after it.
+    generation: AtomicU64,
     /// Dropped with the last `Cache` clone, which tells the worker to stop.
     _alive: oneshot::Sender<()>,
 }
@@ -157,6 +160,8 @@ pub struct Cache {
 pub struct FillGuard {
     inner: Arc<Inner>,
     key: CacheKey,
+    /// The purge generation when the fill began.
+    generation: u64,
 }
 
 /// The tiers to build a [`Cache`] from.
@@ -233,6 +238,7 @@ impl Cache {
                 inflight: Mutex::new(HashMap::new()),
                 coalesce_wait: parts.coalesce_wait,
                 clock,
+                generation: AtomicU64::new(0),
                 _alive: alive,
             }),
         };
@@ -414,9 +420,23 @@ impl Cache {
         self.inner.store(key, Arc::new(entry)).await;
     }
 
+    /// The purge generation: take it when a request starts, pass it to [`store_since`](Self::store_since).
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
+    }
+
+    /// Stores unless a purge ran since `generation` was taken.
+    pub async fn store_since(&self, generation: u64, key: CacheKey, entry: CachedResponse) {
+        if self.generation() == generation {
+            self.store(key, entry).await;
+        }
+    }
+
     /// Removes entries from every tier.
     pub async fn purge(&self, what: Purge) -> PurgeReport {
         let inner = &self.inner;
+        // Responses already on their way are not stored after this.
+        inner.generation.fetch_add(1, Ordering::SeqCst);
         let l1 = match &what {
             Purge::Key(k) => u64::from(inner.l1.remove(&CacheKey::from_stored(k)).await),
             Purge::Prefix(p) => inner.l1.remove_prefix(p).await,
@@ -545,6 +565,7 @@ impl Inner {
         Ok(FillGuard {
             inner: self.clone(),
             key: key.clone(),
+            generation: self.generation.load(Ordering::SeqCst),
         })
     }
 
@@ -581,10 +602,13 @@ impl FillGuard {
         &self.key
     }
 
-    /// Stores the response in every tier and hands it to everyone waiting.
+    /// Stores the response in every tier and hands it to everyone waiting
+    /// (it is not stored when a purge ran since the fill began).
     pub async fn fill(self, entry: CachedResponse) {
         let entry = Arc::new(entry);
-        self.inner.store(self.key.clone(), entry.clone()).await;
+        if self.inner.generation.load(Ordering::SeqCst) == self.generation {
+            self.inner.store(self.key.clone(), entry.clone()).await;
+        }
         self.inner.release(&self.key, Some(entry));
     }
 
