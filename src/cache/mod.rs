@@ -17,12 +17,13 @@
 //! - [`breaker`] — the circuit breaker state machine;
 //! - [`disk`] — L3, a redb file of zstd-compressed entries, bounded by bytes;
 //! - [`tiered`] — the front: lookup, coalescing, staleness, store, purge, warm;
-//! - [`clock`] — wall-clock time behind a trait, so tests can move it.
+//! - [`clock`] — wall-clock time behind a trait, so tests can move it;
+//! - [`warm`] — `gantry cache warm FILE`: replays requests through a proxy.
 //!
 //! **Invariant:** nothing on the request path waits on Redis longer than the
 //! command timeout, or at all while the circuit is open.
 //! **Invariant:** this module knows nothing about Pingora or HTTP sessions:
-//! the proxy hands it keys and responses.
+//! the proxy (`proxy::caching`) hands it keys and responses.
 
 pub mod breaker;
 pub mod clock;
@@ -34,6 +35,7 @@ pub mod memory;
 pub mod policy;
 pub mod redis;
 pub mod tiered;
+pub mod warm;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CacheConfig, EvictionPolicyKind, RouteCache};
