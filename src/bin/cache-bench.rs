@@ -95,7 +95,10 @@ async fn run(args: &Args, policy: &str, draws: &[usize]) -> Outcome {
     let weight = entry(0, clock.now_ms()).weight(sample_key.as_str().len()) as u64;
     let namespace = format!("bench:{policy}:{}:", clock.now_ms());
     let redis = RedisConfig {
-        url: args.redis.clone().unwrap_or_else(|| "redis://unused".into()),
+        url: args
+            .redis
+            .clone()
+            .unwrap_or_else(|| "redis://unused".into()),
         pool_size: 4,
         connect_timeout: Duration::from_secs(1),
         command_timeout: Duration::from_secs(1),
@@ -124,7 +127,10 @@ async fn run(args: &Args, policy: &str, draws: &[usize]) -> Outcome {
     };
     let (cache, worker) = Cache::from_parts(parts, 0, clock.clone()).expect("cache opens");
     let worker = tokio::spawn(worker.run());
-    assert!(cache.redis_ready(Duration::from_secs(5)).await, "Redis connects");
+    assert!(
+        cache.redis_ready(Duration::from_secs(5)).await,
+        "Redis connects"
+    );
     let keys: Vec<_> = (0..args.keys).map(key_of).collect();
     let mut seen = vec![false; args.keys];
     let (mut hits, mut l1, mut l2, mut l3, mut distinct) = (0, 0, 0, 0, 0);
