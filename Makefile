@@ -30,8 +30,13 @@ $(ORT_LIB):
 run: release onnxruntime
 	./target/release/gantry up
 
+# The Docker tests scale a worker image built by the same script as
+# `make worker-image`, from the debug binary (no release build needed to test).
+TEST_WORKER_IMAGE ?= gantry-worker:ci
 test: onnxruntime
-	$(CARGO) test --all-targets -- --test-threads=2
+	$(CARGO) build --bins
+	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
+	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) $(CARGO) test --all-targets -- --test-threads=2
 
 bench-proxy: release
 	bench/proxy.sh
@@ -48,3 +53,27 @@ lint:
 
 clean-containers:
 	-docker ps -aq --filter label=gantry.managed=true | xargs -r docker rm -f
+	-docker network ls -q --filter label=gantry.managed=true | xargs -r docker network rm
+
+# --- Inference worker: image and benchmark ---
+GANTRY_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
+
+.PHONY: worker-image bench-worker
+
+# gantry-worker:$(GANTRY_VERSION) FROM scratch: release binary, libonnxruntime.so, the
+# model, and the glibc loader and libraries at their host paths.
+worker-image: release onnxruntime
+	docker/worker/build.sh gantry-worker:$(GANTRY_VERSION)
+
+# Worker throughput and p50/p99: batching off/on, INT8/FP32, and a plain Python
+# onnxruntime server, at concurrency 1, 16, 64 (loopback only, a few seconds each).
+bench-worker: release onnxruntime
+	bench/worker.sh
+
+# --- Auto-scaler: the Docker tests scale the worker image; benchmark ---
+.PHONY: bench-scaler
+
+# The scaler's Docker tests (tests/scaler_docker.rs) use gantry-worker:$(VERSION).
+# Load spike -> first request on a new replica; zero replicas -> first response.
+bench-scaler: release worker-image
+	bench/scaler.sh

@@ -36,6 +36,46 @@ enum Command {
         /// Config file.
         config: PathBuf,
     },
+    /// Run the proxy and the auto-scaler in one process.
+    Up {
+        /// Config file; without it, the embedded default (`gantry.yaml` of the source tree).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run the auto-scaler alone against a proxy's admin API.
+    Scaler {
+        /// Config file with a `scaler:` section.
+        #[arg(long, short, default_value = "gantry.yaml")]
+        config: PathBuf,
+        /// The proxy's admin API.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Bearer token for the admin API.
+        #[arg(long, env = "GANTRY_ADMIN_TOKEN")]
+        token: Option<String>,
+        /// Serve `/metrics` and `/admin/scaler` on this address.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Check scaling policy files (directories recursively); exit 2 on any error.
+    Check {
+        /// Policy files or directories.
+        #[arg(default_value = "policies")]
+        paths: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of a scaling policy file.
+    Schema,
+    /// Print pools, backends and the scaler's last decisions.
+    Status {
+        /// The proxy's admin API.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Where the scaler's decisions are (`gantry scaler --listen`); default: the admin API.
+        #[arg(long)]
+        scaler: Option<String>,
+    },
+    /// Run an inference worker (ONNX Runtime, dynamic batching), or tune one.
+    Worker(Box<gantry::worker::WorkerArgs>),
     /// Response cache tools.
     Cache {
         #[command(subcommand)]
@@ -57,6 +97,9 @@ enum CacheCommand {
         concurrency: usize,
     },
 }
+
+/// The default config of `gantry up`: proxy, pool `analysis`, local workers.
+const DEFAULT_CONFIG: &str = include_str!("../gantry.yaml");
 
 /// Exit code for invalid configuration or policy files.
 const EXIT_CONFIG: u8 = 2;
@@ -81,6 +124,19 @@ fn load(path: &std::path::Path) -> Option<gantry::config::Config> {
                 "error: invalid config ({} problem(s)):\n{errors}",
                 errors.0.len()
             );
+            None
+        }
+    }
+}
+
+fn embedded() -> Option<gantry::config::Config> {
+    match gantry::config::from_str(
+        std::path::Path::new("<embedded gantry.yaml>"),
+        DEFAULT_CONFIG,
+    ) {
+        Ok(c) => Some(c),
+        Err(errors) => {
+            eprintln!("error: invalid embedded config:\n{errors}");
             None
         }
     }
@@ -115,6 +171,61 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Up { config } => {
+            let loaded = match &config {
+                Some(path) => load(path),
+                None => embedded(),
+            };
+            let Some(mut config) = loaded else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            let scaler = config.scaler.take();
+            let mut proxy = gantry::proxy::Proxy::new(config)?;
+            match scaler {
+                Some(s) => gantry::scaler::spawn_in_proxy(&mut proxy, s),
+                None => tracing::warn!("No `scaler:` section: running the proxy alone"),
+            }
+            let result = proxy.run();
+            gantry::scaler::runtime::local::kill_all();
+            result?;
+        }
+        Command::Scaler {
+            config,
+            admin,
+            token,
+            listen,
+        } => {
+            let Some(config) = load(&config) else {
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
+            let scaler = config
+                .scaler
+                .ok_or(gantry::scaler::ScalerError::NotConfigured)?;
+            gantry::scaler::run_standalone(scaler, &admin, token, listen)?;
+        }
+        Command::Check { paths } => {
+            let (files, errors) = gantry::scaler::policy::check(&paths);
+            if !errors.is_empty() {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                eprintln!("{} error(s) in {files} policy file(s)", errors.len());
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            println!("{files} policy file(s) ok");
+        }
+        Command::Schema => print!("{}", gantry::scaler::policy::schema()),
+        Command::Status { admin, scaler } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let scaler = scaler.unwrap_or_else(|| admin.clone());
+            print!(
+                "{}",
+                rt.block_on(gantry::scaler::status::fetch(&admin, &scaler))?
+            );
+        }
+        Command::Worker(args) => gantry::worker::run(*args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

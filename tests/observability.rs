@@ -4,6 +4,7 @@
 //! once traffic has flowed; every rule in `dashboards/alerts.yml` must load healthy.
 
 mod common;
+mod scaler_support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,11 +20,13 @@ impl Drop for Prometheus {
     }
 }
 
+/// A real Prometheus scraping the admin listener, and every pool member
+/// found through the admin API's HTTP service discovery.
 fn start_prometheus(dir: &std::path::Path, admin: &str) -> Prometheus {
     let port = free_port();
     let rules = std::fs::canonicalize("dashboards/alerts.yml").unwrap();
     let cfg = format!(
-        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: ['{}']\nscrape_configs:\n  - job_name: gantry\n    static_configs: [{{targets: ['{}']}}]\n",
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: ['{}']\nscrape_configs:\n  - job_name: gantry\n    static_configs: [{{targets: ['{}']}}]\n  - job_name: workers\n    http_sd_configs: [{{url: '{admin}/admin/targets', refresh_interval: 1s}}]\n",
         rules.display(),
         admin.trim_start_matches("http://")
     );
@@ -57,11 +60,11 @@ async fn query(prom: &str, expr: &str) -> serde_json::Value {
     }
 }
 
-fn dashboard_exprs() -> Vec<(String, String)> {
+fn dashboard_exprs(names: &[&str]) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir("dashboards").unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") {
+    for name in names {
+        let path = std::path::Path::new("dashboards").join(name);
+        {
             let d: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             for p in d["panels"].as_array().unwrap() {
@@ -113,14 +116,7 @@ async fn every_dashboard_query_returns_data_and_rules_load() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let exprs = dashboard_exprs();
-    assert!(exprs.len() >= 10, "dashboards have {} queries", exprs.len());
-    for (panel, expr) in exprs {
-        let v = query(&prom.1, &expr).await;
-        assert_eq!(v["status"], "success", "{panel}: `{expr}` -> {v}");
-        let n = v["data"]["result"].as_array().map_or(0, Vec::len);
-        assert!(n > 0, "{panel}: `{expr}` returned no series");
-    }
+    assert_every_query_has_data(&prom.1, &["gantry-proxy.json"]).await;
     let rules: serde_json::Value = client()
         .get(format!("{}/api/v1/rules", prom.1))
         .send()
@@ -135,6 +131,89 @@ async fn every_dashboard_query_returns_data_and_rules_load() {
         .iter()
         .flat_map(|g| g["rules"].as_array().unwrap())
         .collect();
-    assert!(loaded.len() >= 6, "{rules}");
+    let in_file = std::fs::read_to_string("dashboards/alerts.yml")
+        .unwrap()
+        .matches("- alert:")
+        .count();
+    assert_eq!(loaded.len(), in_file, "{rules}");
     assert!(loaded.iter().all(|r| r["health"] == "ok"), "{rules}");
+}
+
+async fn assert_every_query_has_data(prom: &str, dashboards: &[&str]) {
+    let exprs = dashboard_exprs(dashboards);
+    assert!(exprs.len() >= 8, "dashboards have {} queries", exprs.len());
+    // Series appear as scrapes accumulate (rate() needs two samples): poll.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (panel, expr) in exprs {
+        loop {
+            let v = query(prom, &expr).await;
+            assert_eq!(v["status"], "success", "{panel}: `{expr}` -> {v}");
+            if v["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{panel}: `{expr}` returned no series"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// `gantry up` with real `gantry worker` processes: Prometheus finds the
+/// workers through service discovery and every worker and scaler panel shows data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_scaler_dashboards_show_a_running_stack() {
+    let model = std::fs::canonicalize("models/phishing-url").unwrap();
+    let config = format!(
+        "pools:\n  analysis:\n    health: {{interval: 200ms}}\nroutes:\n  - {{prefix: /v1/analyze, pool: analysis, idempotent: true}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: local\n  local:\n    args: [worker, --model, '{}']\n",
+        model.display()
+    );
+    let policy = "pool: analysis\nmin: 2\nmax: 3\ninterval: 500ms\nmetrics: [{metric: inflight_per_replica, target: 50}]\n";
+    let up = scaler_support::Up::start(&config, &[("analysis.yaml", policy)], &[]).await;
+    up.wait_up("analysis", 2, 30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let prom = start_prometheus(dir.path(), &up.admin);
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for url in [
+            "http://paypal.com.secure-login.example.ru/",
+            "https://www.wikipedia.org/wiki/Cat",
+        ] {
+            let r = c
+                .post(format!("{}/v1/analyze", up.url))
+                .json(&serde_json::json!({ "url": url }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let seen = query(
+            &prom.1,
+            "sum by (pool) (rate(gantry_worker_verdicts_total[1m]))",
+        )
+        .await;
+        if seen["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus never scraped the workers"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let verdicts = query(&prom.1, "sum by (verdict) (gantry_worker_verdicts_total)").await;
+    assert_eq!(
+        verdicts["data"]["result"].as_array().map_or(0, Vec::len),
+        2,
+        "{verdicts}"
+    );
+    assert_every_query_has_data(&prom.1, &["gantry-workers.json", "gantry-scaler.json"]).await;
 }

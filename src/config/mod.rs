@@ -30,6 +30,17 @@ pub enum Policy {
     P2c,
 }
 
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Policy::RoundRobin => "round_robin",
+            Policy::LeastConnections => "least_connections",
+            Policy::Weighted => "weighted",
+            Policy::P2c => "p2c",
+        })
+    }
+}
+
 /// The validated proxy configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -47,6 +58,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Response cache tiers.
     pub cache: crate::cache::CacheConfig,
+    /// The auto-scaler's settings, when the file has a `scaler:` section.
+    pub scaler: Option<crate::scaler::config::ScalerConfig>,
 }
 
 /// A validated pool.
@@ -189,6 +202,9 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    let scaler = raw
+        .scaler
+        .map(|s| crate::scaler::config::validate(s, src, &mut errors));
     match (listen, admin_listen, errors.is_empty()) {
         (Some(listen), Some(admin_listen), true) => Ok(Config {
             listen,
@@ -198,6 +214,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             pools,
             routes,
             cache,
+            scaler,
         }),
         _ => Err(ConfigErrors(errors)),
     }

@@ -30,6 +30,9 @@ pub struct RawConfig {
     /// The response cache tiers (memory and disk by default; Redis with a URL).
     #[serde(default)]
     pub cache: crate::cache::config::RawCache,
+    /// The auto-scaler (`gantry up`, `gantry scaler`): policies and runtime. Default none.
+    #[serde(default)]
+    pub scaler: Option<crate::scaler::config::RawScaler>,
 }
 
 /// The admin listener.

@@ -6,7 +6,9 @@
 //! metrics of the other parts (cache, worker, scaler) so names stay together.
 
 pub mod cache;
+pub mod scaler;
 pub mod system;
+pub mod worker;
 
 use std::sync::LazyLock;
 

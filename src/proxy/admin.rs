@@ -1,9 +1,11 @@
 //! The admin listener: `/metrics`, `/health`, and the backend API the scaler and operators use.
 //!
-//! `GET /admin/pools` lists pools and backends; `POST /admin/pools/{pool}/backends`
+//! `GET /admin/pools` lists pools and backends; `GET /admin/targets` gives them
+//! to Prometheus as HTTP service discovery; `POST /admin/pools/{pool}/backends`
 //! with `{"addr": "host:port", "weight": 1}` adds one; `DELETE
-//! /admin/pools/{pool}/backends/{addr}` drains one. `GET /admin/cache` shows
-//! the cache tiers; `POST /admin/cache/purge` with `{"key": "pool:/path:hash"}`,
+//! /admin/pools/{pool}/backends/{addr}` drains one; `GET /admin/scaler` lists
+//! the scaler's last decisions per pool. `GET /admin/cache` shows the cache
+//! tiers; `POST /admin/cache/purge` with `{"key": "pool:/path:hash"}`,
 //! `{"prefix": "pool:/path:"}` or `{"all": true}` purges every tier. When a
 //! token is set, mutating calls need `Authorization: Bearer <token>`.
 
@@ -102,6 +104,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(|| async { metrics::render() }))
         .route("/admin/pools", get(list_pools))
+        .route("/admin/targets", get(scrape_targets))
+        .route(
+            "/admin/scaler",
+            get(|| async { Json(crate::scaler::journal::snapshot()) }),
+        )
         .route(
             "/admin/pools/{pool}/backends",
             axum::routing::post(add_backend),
@@ -162,6 +169,21 @@ async fn list_pools(State(state): State<AdminState>) -> Json<Vec<PoolView>> {
             })
             .collect(),
     )
+}
+
+/// Prometheus HTTP service discovery: every pool member as a scrape target,
+/// so workers the scaler starts are scraped without editing prometheus.yml.
+async fn scrape_targets(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let now = Instant::now();
+    let groups: Vec<serde_json::Value> = state
+        .pools
+        .iter()
+        .map(|p| {
+            let targets: Vec<String> = p.status(now).iter().map(|b| b.addr.to_string()).collect();
+            serde_json::json!({ "targets": targets, "labels": { "pool": &*p.name } })
+        })
+        .collect();
+    Json(serde_json::Value::Array(groups))
 }
 
 async fn add_backend(

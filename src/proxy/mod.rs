@@ -5,12 +5,14 @@
 //! - `balance` — the selection policies;
 //! - `health` — active checks;
 //! - `caching` — the response cache on the request path (key, hit, capture, stale);
+//! - `hold` — requests held while the scaler starts a first backend;
 //! - `admin` — the admin listener (metrics, health, backend API, cache purge).
 
 pub mod admin;
 pub mod balance;
 pub mod caching;
 pub mod health;
+pub mod hold;
 pub mod pool;
 pub mod service;
 

@@ -304,6 +304,8 @@ pub struct Pool {
     draining: Mutex<Vec<(Arc<Backend>, Instant)>>,
     selector: Selector,
     changes: Mutex<()>,
+    /// Requests held while the scaler starts a first backend (scale from zero).
+    pub hold: super::hold::Hold,
     /// Per-request metric handles.
     pub metrics: PoolMetrics,
 }
@@ -329,6 +331,7 @@ impl Pool {
             draining: Mutex::new(Vec::new()),
             selector: Selector::default(),
             changes: Mutex::new(()),
+            hold: Default::default(),
         }
     }
 

@@ -22,6 +22,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 
 use super::caching::{self, CacheFront, CacheState};
+use super::hold::Held;
 use super::pool::{Lease, Pool, Pools};
 use crate::cache::RouteCache;
 use crate::config::{Config, RouteConfig};
@@ -227,11 +228,17 @@ impl ProxyHttp for Gantry {
             }
         }
         if !pool.has_eligible(Instant::now()) {
+            let (reason, msg) = match pool.hold.wait(&pool).await {
+                Held::Ready => return Ok(false),
+                Held::Off => ("no_backend", "no healthy backend in pool"),
+                Held::Full => ("hold_full", "too many requests waiting for pool"),
+                Held::TimedOut => ("hold_timeout", "no backend started in time for pool"),
+            };
             if self.serve_stale(session, ctx).await {
                 return Ok(true);
             }
-            let msg = format!("no healthy backend in pool {}", pool.name);
-            return Self::reject(session, ctx, 503, "no_backend", msg).await;
+            let msg = format!("{msg} {}", pool.name);
+            return Self::reject(session, ctx, 503, reason, msg).await;
         }
         Ok(false)
     }

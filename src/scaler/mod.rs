@@ -1,1 +1,261 @@
-//! Auto-scaler: YAML policies, a pure decision function, and container/process runtimes.
+//! Auto-scaler, the control path: observe -> decide (pure) -> actuate (runtime).
+//!
+//! - [`policy`] — policy files: raw serde types, validation, schema;
+//! - [`decide`] — the pure decision function and its memory;
+//! - [`observe`] — metric sources and the averaging window;
+//! - [`control`] — the proxy seen from the scaler (in-process or admin API);
+//! - [`runtime`] — where replicas run: Docker, local processes, fake;
+//! - [`autoscaler`] — the control loop of one pool;
+//! - [`reload`] — watching the policy directory;
+//! - [`journal`] — the last decisions, for the admin API and `gantry status`;
+//! - [`status`] — what `gantry status` prints;
+//! - [`config`] — the `scaler:` section of `gantry.yaml`;
+//! - [`exposition`], [`http`] — reading `/metrics` text, a small HTTP client.
+//!
+//! **Architecture invariant:** the scaler is never on the request path; the
+//! proxy only reads a hold flag the scaler sets, and waits for its pool.
+//! **Architecture invariant:** [`decide::decide`] does no I/O.
+
+pub mod autoscaler;
+pub mod config;
+pub mod control;
+pub mod decide;
+pub mod exposition;
+pub mod http;
+pub mod journal;
+pub mod observe;
+pub mod policy;
+pub mod reload;
+pub mod runtime;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use self::autoscaler::{Autoscaler, Parts};
+use self::policy::Policy;
+use crate::metrics::scaler as m;
+
+/// The wall clock, for schedule floors; monotonic time comes from tokio.
+pub trait Clock: Send + Sync + 'static {
+    /// Seconds since the Unix epoch.
+    fn unix_secs(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn unix_secs(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Debug, Default)]
+pub struct FixedClock(pub AtomicU64);
+
+impl Clock for FixedClock {
+    fn unix_secs(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every pool's control loop, fed by the policy directory.
+pub struct Scaler {
+    parts: Parts,
+    dir: PathBuf,
+}
+
+impl Scaler {
+    /// A scaler for the policies in `dir`.
+    pub fn new(parts: Parts, dir: PathBuf) -> Scaler {
+        Scaler { parts, dir }
+    }
+
+    /// Loads the policies, runs a loop per pool, reloads on changes, until `shutdown`.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let mut loops = JoinSet::new();
+        let mut senders: BTreeMap<String, watch::Sender<Arc<Policy>>> = BTreeMap::new();
+        self.reload(&mut senders, &mut loops, &shutdown).await;
+        let mut watch = match reload::DirWatch::new(&self.dir) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "Policy hot reload is off");
+                None
+            }
+        };
+        let mut stop = shutdown.clone();
+        loop {
+            let changed = async {
+                match watch.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                c = changed => match c {
+                    Some(()) => self.reload(&mut senders, &mut loops, &shutdown).await,
+                    None => watch = None,
+                },
+                _ = autoscaler::wait_true(&mut stop) => break,
+            }
+        }
+        while loops.join_next().await.is_some() {}
+    }
+
+    /// Reads the directory: new pools get a loop, changed policies are sent
+    /// to theirs, invalid files are logged and their pool keeps its policy.
+    async fn reload(
+        &self,
+        senders: &mut BTreeMap<String, watch::Sender<Arc<Policy>>>,
+        loops: &mut JoinSet<()>,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let (policies, errors) = policy::load_dir(&self.dir);
+        for e in &errors {
+            tracing::error!(error = %e, "Invalid policy; the previous one stays in force");
+        }
+        let outcome = if errors.is_empty() { "ok" } else { "error" };
+        m::POLICY_RELOADS.with_label_values(&[outcome]).inc();
+        for (pool, p) in policies {
+            if let Some(tx) = senders.get(&pool) {
+                if **tx.borrow() != p {
+                    tracing::info!(pool = %pool, file = %p.file.display(), "Policy changed");
+                    tx.send_replace(Arc::new(p));
+                }
+                continue;
+            }
+            if let Err(e) = self.parts.control.members(&pool).await {
+                tracing::error!(pool = %pool, file = %p.file.display(), error = %e, "Policy names a pool the proxy does not have");
+                continue;
+            }
+            let (tx, rx) = watch::channel(Arc::new(p));
+            loops.spawn(Autoscaler::new(self.parts.clone(), rx, shutdown.clone()).run());
+            senders.insert(pool, tx);
+        }
+    }
+}
+
+/// Errors starting or running the scaler.
+#[derive(Debug, thiserror::Error)]
+pub enum ScalerError {
+    /// The config has no `scaler:` section.
+    #[error("the config has no `scaler:` section")]
+    NotConfigured,
+    /// The runtime could not be set up.
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    /// The proxy could not be reached.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    /// Binding a listener or starting the async runtime failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The runtime, observer and clock for `config`, over `control`. Call
+/// within a tokio runtime (the Docker runtime starts its event watch).
+pub fn parts(
+    config: &config::ScalerConfig,
+    control: Arc<dyn control::PoolControl>,
+) -> Result<Parts, ScalerError> {
+    let runtime: Arc<dyn runtime::Runtime> = match config.runtime {
+        config::RuntimeKind::Local => Arc::new(runtime::local::LocalRuntime::new(&config.local)?),
+        config::RuntimeKind::Docker => {
+            let d = Arc::new(runtime::docker::DockerRuntime::new(config.docker.clone()));
+            d.watch_events();
+            d
+        }
+    };
+    let metrics = Arc::new(observe::Observer::new(control.clone(), runtime.clone()));
+    Ok(Parts {
+        runtime,
+        control,
+        metrics,
+        clock: Arc::new(SystemClock),
+    })
+}
+
+/// `gantry up`: the scaler as a task beside the proxy, over its own pools.
+/// Replicas of the local runtime are killed when the proxy stops
+/// ([`runtime::local::kill_all`]); containers stay for the next run to adopt.
+pub fn spawn_in_proxy(proxy: &mut crate::proxy::Proxy, config: config::ScalerConfig) {
+    let control: Arc<dyn control::PoolControl> = Arc::new(control::InProcess::new(proxy.pools()));
+    proxy.spawn(Box::pin(async move {
+        let parts = match parts(&config, control) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "Scaler cannot start; the proxy runs without it");
+                return;
+            }
+        };
+        // Never signalled: the proxy aborts its tasks when it stops.
+        let (_keep, shutdown) = watch::channel(false);
+        Scaler::new(parts, config.policies).run(shutdown).await;
+    }));
+}
+
+/// `gantry scaler`: the scaler alone against a proxy's admin API, until
+/// SIGINT/SIGTERM. With `listen`, serves `/metrics` and `/admin/scaler` there.
+pub fn run_standalone(
+    config: config::ScalerConfig,
+    admin: &str,
+    token: Option<String>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<(), ScalerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let control: Arc<dyn control::PoolControl> = Arc::new(control::Admin::new(admin, token));
+    let result = rt.block_on(async move {
+        let parts = parts(&config, control)?;
+        if let Some(addr) = listen {
+            let l = tokio::net::TcpListener::bind(addr).await?;
+            let app = axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(|| async { crate::metrics::render() }),
+                )
+                .route(
+                    "/admin/scaler",
+                    axum::routing::get(|| async { axum::Json(journal::snapshot()) }),
+                );
+            tokio::spawn(async move { axum::serve(l, app).await });
+        }
+        let (tx, shutdown) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tx.send_replace(true);
+        });
+        Scaler::new(parts, config.policies).run(shutdown).await;
+        Ok(())
+    });
+    runtime::local::kill_all();
+    result
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

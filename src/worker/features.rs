@@ -357,10 +357,16 @@ fn lexical(full_len: usize, raw: &[u8], s: &[u8], p: &Parts<'_>, out: &mut [f32]
 /// `t` is `[BOS] + s + [EOS]`; `out` is the bucket block, all zeros on entry.
 fn ngrams(t: &[u8], p: &Parts<'_>, out: &mut [f32]) {
     // Counts are kept in `out` itself: they stay below 2^24, so f32 holds
-    // them exactly.
+    // them exactly. Touched buckets are remembered so normalising costs
+    // O(n-grams), not O(buckets).
     let mut total: u32 = 0;
+    let mut touched: Vec<usize> = Vec::with_capacity(4 * t.len() + 16);
     let mut add = |h: u32| {
-        out[h as usize % N_BUCKETS] += 1.0;
+        let i = h as usize % N_BUCKETS;
+        if out[i] == 0.0 {
+            touched.push(i);
+        }
+        out[i] += 1.0;
         total += 1;
     };
     for n in 2..=5u8 {
@@ -375,8 +381,8 @@ fn ngrams(t: &[u8], p: &Parts<'_>, out: &mut [f32]) {
         add(fnv1a32(SEED_TAIL_TOKEN, w));
     }
     let norm = f64::from(total).sqrt();
-    for o in out.iter_mut().filter(|o| **o > 0.0) {
-        *o = (f64::from(*o).sqrt() / norm) as f32;
+    for i in touched {
+        out[i] = (f64::from(out[i]).sqrt() / norm) as f32;
     }
 }
 

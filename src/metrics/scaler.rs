@@ -1,0 +1,82 @@
+//! Metrics of the auto-scaler: replicas, decisions, actions, start times, policy reloads.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
+    GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec,
+};
+
+/// Replica start buckets in seconds, from 50 ms to 2 min.
+pub const START_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+/// Replicas per pool: `desired` (last decision), `current` (running or starting), `ready`.
+pub static REPLICAS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gantry_scaler_replicas",
+        "Replicas per pool: desired, current (running or starting) and ready",
+        &["pool", "state"]
+    )
+    .expect("metric registers once")
+});
+
+/// Evaluations by direction (`up`, `down`, `none`) and reason label.
+pub static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gantry_scaler_decisions_total",
+        "Scaling evaluations by pool, direction and reason",
+        &["pool", "direction", "reason"]
+    )
+    .expect("metric registers once")
+});
+
+/// Runtime actions by kind (`start`, `stop`, `adopt`, `replace`) and outcome (`ok`, `error`).
+pub static ACTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gantry_scaler_actions_total",
+        "Replica actions by pool, action and outcome",
+        &["pool", "action", "outcome"]
+    )
+    .expect("metric registers once")
+});
+
+/// Time from asking the runtime for a replica to the replica taking traffic.
+pub static START_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "gantry_scaler_replica_start_seconds",
+        "Time from starting a replica to it joining the pool",
+        &["pool"],
+        START_BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
+/// The last observed value of each policy metric, averaged over the policy window.
+pub static METRIC_VALUE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        "gantry_scaler_metric_value",
+        "Policy metric values the scaler last decided on",
+        &["pool", "metric"]
+    )
+    .expect("metric registers once")
+});
+
+/// 1 while a pool is in panic mode.
+pub static PANIC: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gantry_scaler_panic",
+        "1 while the pool's scaler is in panic mode",
+        &["pool"]
+    )
+    .expect("metric registers once")
+});
+
+/// Policy loads by outcome (`ok`, `error`).
+pub static POLICY_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gantry_scaler_policy_reloads_total",
+        "Policy file loads by outcome",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});

@@ -1,0 +1,567 @@
+//! The control loop of one pool: sync with the runtime, observe, decide, act.
+//!
+//! [`Autoscaler::run`] owns every piece of mutable state. Starting and
+//! draining replicas run as tasks, so the loop keeps observing (and deciding)
+//! while replicas start, drain or a cooldown runs. It is level-triggered:
+//! each tick lists the runtime's replicas, adopts unknown ones and forgets
+//! vanished ones, so a missed event costs one interval, not a leak. Death
+//! events and requests held at zero replicas only make it act sooner.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::control::{drained, Member, PoolControl};
+use super::decide::{decide, Decision, Direction, Fleet, History, Observation};
+use super::journal;
+use super::observe::{MetricsSource, Window};
+use super::policy::Policy;
+use super::runtime::{Replica, ReplicaSpec, Runtime};
+use super::Clock;
+use crate::metrics::scaler as m;
+use crate::proxy::Pool;
+
+/// How often a starting replica's `/ready` is probed.
+const READY_POLL: Duration = Duration::from_millis(50);
+/// How often a draining replica is checked.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+/// Longest pause after runtime errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The outside systems a loop talks to.
+#[derive(Clone)]
+pub struct Parts {
+    /// Where replicas run.
+    pub runtime: Arc<dyn Runtime>,
+    /// The proxy.
+    pub control: Arc<dyn PoolControl>,
+    /// Where metrics come from.
+    pub metrics: Arc<dyn MetricsSource>,
+    /// Wall clock for schedules.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Where a replica is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Started or adopted, waiting for `/ready`.
+    Starting,
+    /// In the pool.
+    Ready,
+    /// Leaving: draining in the proxy, then stopped.
+    Draining,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    replica: Replica,
+    phase: Phase,
+    /// The readiness task while starting, to cancel it if scaled away.
+    task: Option<AbortHandle>,
+}
+
+/// What a replica task reports back.
+#[derive(Debug)]
+enum Done {
+    Ready(Replica, Duration, &'static str),
+    NotReady(Replica, String),
+    Stopped(Replica),
+    StopFailed(Replica, String),
+}
+
+/// Exponential pause after runtime or proxy errors.
+#[derive(Debug, Default)]
+struct Backoff {
+    until: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn fail(&mut self, now: Instant) -> Duration {
+        self.delay = (self.delay * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+        self.until = Some(now + self.delay);
+        self.delay
+    }
+
+    fn ok(&mut self) {
+        *self = Backoff::default();
+    }
+
+    fn active(&self, now: Instant) -> bool {
+        self.until.is_some_and(|u| u > now)
+    }
+}
+
+/// The control loop of one pool.
+pub struct Autoscaler {
+    pool: String,
+    policy: Arc<Policy>,
+    policies: watch::Receiver<Arc<Policy>>,
+    parts: Parts,
+    local_pool: Option<Arc<Pool>>,
+    replicas: BTreeMap<String, Tracked>,
+    history: History,
+    window: Window,
+    last_active: Instant,
+    last_reason: &'static str,
+    tasks: JoinSet<Done>,
+    deaths: broadcast::Receiver<Replica>,
+    backoff: Backoff,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Autoscaler {
+    /// A loop for the pool of `policies`' current policy; it follows policy
+    /// updates and stops when `shutdown` turns true (or its sender is dropped).
+    pub fn new(
+        parts: Parts,
+        policies: watch::Receiver<Arc<Policy>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Autoscaler {
+        let policy = policies.borrow().clone();
+        let pool = policy.pool.clone();
+        Autoscaler {
+            local_pool: parts.control.local_pool(&pool),
+            deaths: parts.runtime.deaths(),
+            pool,
+            policy,
+            policies,
+            parts,
+            replicas: BTreeMap::new(),
+            history: History::default(),
+            window: Window::default(),
+            last_active: Instant::now(),
+            last_reason: "",
+            tasks: JoinSet::new(),
+            backoff: Backoff::default(),
+            shutdown,
+        }
+    }
+
+    /// Runs until shutdown. Replicas are left running for the next run to adopt.
+    pub async fn run(mut self) {
+        self.apply_policy();
+        tracing::info!(pool = %self.pool, runtime = self.parts.runtime.name(), "Scaler started");
+        let mut next = Instant::now();
+        loop {
+            let pool = self.local_pool.clone();
+            let demand = async move {
+                match pool {
+                    Some(p) => p.hold.demanded().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {
+                    self.tick().await;
+                    next = Instant::now() + self.policy.interval;
+                }
+                _ = demand => self.tick().await,
+                Some(done) = self.tasks.join_next() => {
+                    if let Ok(done) = done {
+                        self.finish(done).await;
+                    }
+                }
+                death = self.deaths.recv() => match death {
+                    Ok(r) if r.pool == self.pool => {
+                        self.on_death(r).await;
+                        self.tick().await;
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.tick().await,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        self.deaths = broadcast::channel(1).1;
+                    }
+                },
+                changed = self.policies.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    self.policy = self.policies.borrow_and_update().clone();
+                    self.apply_policy();
+                    tracing::info!(pool = %self.pool, file = %self.policy.file.display(), "Policy applied");
+                }
+                _ = wait_true(&mut self.shutdown) => break,
+            }
+        }
+        self.tasks.abort_all();
+        tracing::info!(pool = %self.pool, "Scaler stopped");
+    }
+
+    fn apply_policy(&mut self) {
+        self.window.clear();
+        if let Some(p) = &self.local_pool {
+            let hold = self
+                .policy
+                .scale_to_zero
+                .map(|z| (z.hold_queue as usize, z.hold_timeout));
+            p.hold.set(hold);
+        }
+    }
+
+    /// One evaluation: sync, observe, decide, act.
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        if !self.backoff.active(now) {
+            self.sync(now).await;
+        }
+        let members = match self.parts.control.members(&self.pool).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(pool = %self.pool, error = %e, "Cannot read the pool");
+                return;
+            }
+        };
+        let ready = self.ready(&members);
+        let reading = self
+            .parts
+            .metrics
+            .read(&self.policy, &ready, &members)
+            .await;
+        let waiting = self.local_pool.as_ref().map_or(0, |p| p.hold.waiting()) as u32;
+        if reading.active || waiting > 0 {
+            self.last_active = now;
+        }
+        let p = self.policy.clone();
+        let keep = p.window + p.interval;
+        self.window.push(now, reading.values, keep);
+        let (stable, panic) = self.window.means(&p, now);
+        let obs = Observation {
+            stable,
+            panic,
+            last_active: self.last_active,
+            waiting,
+            unix_secs: self.parts.clock.unix_secs(),
+        };
+        let fleet = Fleet {
+            current: self.count(|p| p != Phase::Draining),
+            ready: ready.len() as u32,
+            history: self.history.clone(),
+        };
+        let d = decide(&p, &obs, &fleet, now);
+        self.history.record(&d, now, History::keep_for(&p));
+        self.report(&d, &obs, fleet.ready);
+        if self.backoff.active(now) {
+            return;
+        }
+        match d.direction() {
+            Direction::Up => self.scale_up(d.to - d.from, now).await,
+            Direction::Down => self.scale_down(d.from - d.to, &members),
+            Direction::Hold => {}
+        }
+    }
+
+    fn count(&self, f: impl Fn(Phase) -> bool) -> u32 {
+        self.replicas.values().filter(|t| f(t.phase)).count() as u32
+    }
+
+    /// Replicas in the pool that pass health checks.
+    fn ready(&self, members: &[Member]) -> Vec<Replica> {
+        self.replicas
+            .values()
+            .filter(|t| t.phase == Phase::Ready)
+            .filter(|t| {
+                members
+                    .iter()
+                    .any(|m| m.addr == t.replica.addr && m.state == "up")
+            })
+            .map(|t| t.replica.clone())
+            .collect()
+    }
+
+    /// Lists the runtime: adopts unknown replicas, forgets vanished ones.
+    async fn sync(&mut self, now: Instant) {
+        let listed = match self.parts.runtime.list(&self.pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                let delay = self.backoff.fail(now);
+                tracing::warn!(pool = %self.pool, error = %e, retry_in = ?delay, "Runtime unreachable");
+                return;
+            }
+        };
+        self.backoff.ok();
+        let gone: Vec<Replica> = self
+            .replicas
+            .values()
+            .filter(|t| !listed.iter().any(|r| r.id == t.replica.id))
+            .filter(|t| t.phase != Phase::Draining)
+            .map(|t| t.replica.clone())
+            .collect();
+        for r in gone {
+            self.on_death(r).await;
+        }
+        for r in listed {
+            if !self.replicas.contains_key(&r.id) {
+                tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Adopting replica");
+                self.track_starting(r, Instant::now(), "adopt");
+            }
+        }
+    }
+
+    /// Starts `n` replicas at once.
+    async fn scale_up(&mut self, n: u32, now: Instant) {
+        let spec = ReplicaSpec {
+            pool: self.pool.clone(),
+            cpus: self.policy.cpus,
+            memory_mib: self.policy.memory_mib,
+        };
+        let started = Instant::now();
+        let runtime = self.parts.runtime.clone();
+        let results = futures::future::join_all((0..n).map(|_| runtime.start(&spec))).await;
+        for result in results {
+            match result {
+                Ok(r) => {
+                    tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Replica started");
+                    self.track_starting(r, started, "start");
+                }
+                Err(e) => {
+                    m::ACTIONS
+                        .with_label_values(&[&self.pool, "start", "error"])
+                        .inc();
+                    let delay = self.backoff.fail(now);
+                    tracing::warn!(pool = %self.pool, error = %e, retry_in = ?delay, "Cannot start a replica");
+                }
+            }
+        }
+    }
+
+    /// Tracks a replica as starting and waits for its `/ready` in a task.
+    fn track_starting(&mut self, r: Replica, since: Instant, action: &'static str) {
+        let runtime = self.parts.runtime.clone();
+        let control = self.parts.control.clone();
+        let timeout = self.policy.ready_timeout;
+        let replica = r.clone();
+        let task = self.tasks.spawn(async move {
+            let deadline = since + timeout;
+            while !runtime.ready(&replica).await {
+                if Instant::now() >= deadline {
+                    return Done::NotReady(replica, format!("not ready within {timeout:?}"));
+                }
+                tokio::time::sleep(READY_POLL).await;
+            }
+            match control.add(&replica.pool, replica.addr).await {
+                Ok(()) => Done::Ready(replica, since.elapsed(), action),
+                Err(e) => Done::NotReady(replica, format!("cannot add to the pool: {e}")),
+            }
+        });
+        self.replicas.insert(
+            r.id.clone(),
+            Tracked {
+                replica: r,
+                phase: Phase::Starting,
+                task: Some(task),
+            },
+        );
+    }
+
+    /// Drains and stops `n` replicas: starting ones first, then the least busy.
+    fn scale_down(&mut self, n: u32, members: &[Member]) {
+        let inflight = |t: &Tracked| {
+            members
+                .iter()
+                .find(|m| m.addr == t.replica.addr)
+                .map_or(0, |m| m.inflight)
+        };
+        let mut candidates: Vec<(u8, u64, String)> = self
+            .replicas
+            .values()
+            .filter(|t| t.phase != Phase::Draining)
+            .map(|t| {
+                (
+                    u8::from(t.phase == Phase::Ready),
+                    inflight(t),
+                    t.replica.id.clone(),
+                )
+            })
+            .collect();
+        candidates.sort();
+        for (_, _, id) in candidates.into_iter().take(n as usize) {
+            self.drain(&id);
+        }
+    }
+
+    fn drain(&mut self, id: &str) {
+        let Some(t) = self.replicas.get_mut(id) else {
+            return;
+        };
+        if let Some(task) = t.task.take() {
+            task.abort();
+        }
+        t.phase = Phase::Draining;
+        let (r, control, runtime) = (
+            t.replica.clone(),
+            self.parts.control.clone(),
+            self.parts.runtime.clone(),
+        );
+        let timeout = self.policy.drain_timeout;
+        tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Draining replica");
+        self.tasks
+            .spawn(async move { drain_and_stop(r, control, runtime, timeout).await });
+    }
+
+    async fn finish(&mut self, done: Done) {
+        match done {
+            Done::Ready(r, took, action) => {
+                m::ACTIONS
+                    .with_label_values(&[&self.pool, action, "ok"])
+                    .inc();
+                if action == "start" {
+                    m::START_SECONDS
+                        .with_label_values(&[&self.pool])
+                        .observe(took.as_secs_f64());
+                }
+                match self.replicas.get_mut(&r.id) {
+                    Some(t) if t.phase == Phase::Starting => {
+                        t.phase = Phase::Ready;
+                        t.task = None;
+                        tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, ms = took.as_millis() as u64, "Replica ready, in the pool");
+                    }
+                    // Died or scaled away while starting: take it out again.
+                    _ => {
+                        let _ = self.parts.control.remove(&self.pool, r.addr).await;
+                    }
+                }
+            }
+            Done::NotReady(r, why) => {
+                m::ACTIONS
+                    .with_label_values(&[&self.pool, "start", "error"])
+                    .inc();
+                tracing::warn!(pool = %self.pool, replica = %r.id, reason = %why, "Replica failed to start; removing it");
+                self.backoff.fail(Instant::now());
+                self.drain(&r.id);
+            }
+            Done::Stopped(r) => {
+                m::ACTIONS
+                    .with_label_values(&[&self.pool, "stop", "ok"])
+                    .inc();
+                tracing::info!(pool = %self.pool, replica = %r.id, "Replica stopped");
+                self.replicas.remove(&r.id);
+            }
+            Done::StopFailed(r, why) => {
+                m::ACTIONS
+                    .with_label_values(&[&self.pool, "stop", "error"])
+                    .inc();
+                tracing::error!(pool = %self.pool, replica = %r.id, error = %why, "Cannot stop replica; will retry");
+                self.backoff.fail(Instant::now());
+                // Still tracked as draining: never re-adopted; retried now.
+                self.drain(&r.id);
+            }
+        }
+    }
+
+    /// A replica died on its own: out of the pool at once, and cleaned up.
+    async fn on_death(&mut self, r: Replica) {
+        // Events carry only the id: use the tracked replica's address.
+        let r = match self.replicas.get(&r.id) {
+            Some(t) if t.phase != Phase::Draining => t.replica.clone(),
+            _ => return,
+        };
+        tracing::warn!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Replica died; removing it from the pool");
+        if let Err(e) = self.parts.control.remove(&self.pool, r.addr).await {
+            tracing::warn!(pool = %self.pool, error = %e, "Cannot remove dead replica from the pool");
+        }
+        m::ACTIONS
+            .with_label_values(&[&self.pool, "replace", "ok"])
+            .inc();
+        // Drain is immediate for a dead replica; stopping removes the container.
+        self.drain(&r.id);
+    }
+
+    fn report(&mut self, d: &Decision, obs: &Observation, ready: u32) {
+        let p = &self.policy;
+        let label = d.reason.label();
+        let dir = d.direction();
+        m::DECISIONS
+            .with_label_values(&[&self.pool, dir.as_str(), label])
+            .inc();
+        m::REPLICAS
+            .with_label_values(&[&self.pool, "desired"])
+            .set(d.to.into());
+        m::REPLICAS
+            .with_label_values(&[&self.pool, "current"])
+            .set(d.from.into());
+        m::REPLICAS
+            .with_label_values(&[&self.pool, "ready"])
+            .set(ready.into());
+        m::PANIC
+            .with_label_values(&[&self.pool])
+            .set(i64::from(d.panic_until.is_some()));
+        let mut inputs = String::new();
+        for (rule, v) in p.metrics.iter().zip(&obs.stable) {
+            let name = serde_json::to_value(rule.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            if let Some(v) = v {
+                m::METRIC_VALUE
+                    .with_label_values(&[&self.pool, &name])
+                    .set(*v);
+            }
+            let v = v.map_or("missing".to_string(), |v| format!("{v:.2}"));
+            inputs.push_str(&format!("{name}={v} "));
+        }
+        let message = format!("{} {} -> {}: {}", self.pool, d.from, d.to, d.reason);
+        if dir != Direction::Hold || label != self.last_reason {
+            tracing::info!(pool = %self.pool, from = d.from, to = d.to, ready, waiting = obs.waiting, inputs = inputs.trim_end(), reason = label, "{message}");
+        } else {
+            tracing::debug!(pool = %self.pool, inputs = inputs.trim_end(), "{message}");
+        }
+        self.last_reason = label;
+        journal::record(journal::Entry {
+            pool: self.pool.clone(),
+            at_unix_ms: self.parts.clock.unix_secs() * 1000,
+            from: d.from,
+            to: d.to,
+            ready,
+            direction: dir.as_str().into(),
+            reason: label.into(),
+            message,
+            repeats: 1,
+        });
+    }
+}
+
+/// Takes a replica out of the pool, waits for its requests, then stops it.
+async fn drain_and_stop(
+    r: Replica,
+    control: Arc<dyn PoolControl>,
+    runtime: Arc<dyn Runtime>,
+    timeout: Duration,
+) -> Done {
+    if let Err(e) = control.remove(&r.pool, r.addr).await {
+        tracing::warn!(pool = %r.pool, replica = %r.id, error = %e, "Cannot drain replica in the proxy");
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match control.members(&r.pool).await {
+            Ok(members) if !drained(&members, r.addr) => tokio::time::sleep(DRAIN_POLL).await,
+            _ => break,
+        }
+    }
+    let mut delay = Duration::from_millis(500);
+    for _ in 0..3 {
+        match runtime.stop(&r).await {
+            Ok(()) => return Done::Stopped(r),
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    match runtime.stop(&r).await {
+        Ok(()) => Done::Stopped(r),
+        Err(e) => Done::StopFailed(r, e.to_string()),
+    }
+}
+
+/// Resolves when `rx` holds `true` or its sender is gone.
+pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+#[cfg(test)]
+mod tests;

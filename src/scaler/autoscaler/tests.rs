@@ -1,0 +1,252 @@
+//! Control-loop tests: the real in-process pools, a fake runtime and fake metrics, tokio's paused clock.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::*;
+use crate::proxy::Pools;
+use crate::scaler::control::InProcess;
+use crate::scaler::observe::FakeMetrics;
+use crate::scaler::policy;
+use crate::scaler::runtime::fake::FakeRuntime;
+use crate::scaler::SystemClock;
+
+struct Rig {
+    runtime: Arc<FakeRuntime>,
+    metrics: Arc<FakeMetrics>,
+    pools: Arc<Pools>,
+    pool: String,
+    policy: watch::Sender<Arc<Policy>>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A pool named `pool` with no backends, and a loop under `policy` (YAML
+/// after `pool:`; interval 1 s, in-flight target 4 unless given).
+fn policy_for(pool: &str, yaml: &str) -> Policy {
+    let mut text = format!("pool: {pool}\ninterval: 1s\nwindow: 2s\n{yaml}");
+    if !yaml.contains("metrics:") {
+        text.push_str("metrics: [{metric: inflight_per_replica, target: 4}]\n");
+    }
+    policy::from_str(Path::new("t.yaml"), &text).unwrap()
+}
+
+fn rig_with(pool: &str, yaml: &str, runtime: Arc<FakeRuntime>) -> Rig {
+    let config = crate::config::from_str(
+        Path::new("g.yaml"),
+        &format!("pools:\n  {pool}: {{}}\nroutes: [{{prefix: /, pool: {pool}}}]\n"),
+    )
+    .unwrap();
+    let pools = Arc::new(Pools::from_config(&config));
+    let metrics = Arc::new(FakeMetrics::default());
+    let parts = Parts {
+        runtime: runtime.clone(),
+        control: Arc::new(InProcess::new(pools.clone())),
+        metrics: metrics.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let (policy, rx) = watch::channel(Arc::new(policy_for(pool, yaml)));
+    let (shutdown, stop) = watch::channel(false);
+    let task = tokio::spawn(Autoscaler::new(parts, rx, stop).run());
+    Rig {
+        runtime,
+        metrics,
+        pools,
+        pool: pool.to_string(),
+        policy,
+        shutdown,
+        task,
+    }
+}
+
+fn rig(pool: &str, yaml: &str) -> Rig {
+    rig_with(pool, yaml, Arc::new(FakeRuntime::new()))
+}
+
+impl Rig {
+    fn running(&self) -> usize {
+        self.runtime.running(&self.pool).len()
+    }
+
+    /// Backends of the pool that take traffic.
+    fn in_pool(&self) -> usize {
+        let p = self.pools.get(&self.pool).unwrap();
+        p.eligible(std::time::Instant::now()).len()
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.runtime.log.lock().unwrap().clone()
+    }
+
+    async fn stop(self) {
+        self.shutdown.send_replace(true);
+        self.task.await.unwrap();
+    }
+}
+
+/// Waits (in paused time) until `f` holds, up to a minute.
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn grows_under_load_and_shrinks_after_the_window() {
+    let r = rig(
+        "grow",
+        "min: 1\nmax: 3\nscale_down: {stabilization: 5s, cooldown: 0s, max_step: 3}\n",
+    );
+    until("min replicas", || r.in_pool() == 1).await;
+    r.metrics.set(&[Some(10.0)], true);
+    until("three replicas", || r.in_pool() == 3 && r.running() == 3).await;
+    let grown = tokio::time::Instant::now();
+    r.metrics.set(&[Some(0.0)], false);
+    until("back to min", || r.running() == 1).await;
+    assert!(
+        grown.elapsed() >= Duration::from_secs(5),
+        "shrank before the window"
+    );
+    assert_eq!(r.in_pool(), 1);
+    let stops = r.log().iter().filter(|l| l.starts_with("stop")).count();
+    assert_eq!(stops, 2, "{:?}", r.log());
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_replica_leaves_the_pool_at_once_and_is_replaced() {
+    let r = rig("death", "min: 2\nmax: 3\n");
+    until("two replicas", || r.in_pool() == 2).await;
+    let victim = r.runtime.running("death")[0].clone();
+    r.runtime.kill(&victim.id);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let pool = r.pools.get("death").unwrap().clone();
+    assert!(
+        !pool.backends().iter().any(|b| b.addr == victim.addr),
+        "dead replica still a member"
+    );
+    until("a replacement", || r.in_pool() == 2 && r.running() == 2).await;
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn adopts_running_replicas_without_duplicates() {
+    let runtime = Arc::new(FakeRuntime::new());
+    let a = runtime.plant("adopt");
+    let b = runtime.plant("adopt");
+    let r = rig_with("adopt", "min: 2\nmax: 3\n", runtime);
+    until("both adopted", || r.in_pool() == 2).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(r.running(), 2);
+    assert!(r.log().is_empty(), "started or stopped: {:?}", r.log());
+    let pool = r.pools.get("adopt").unwrap().clone();
+    let addrs: Vec<_> = pool.backends().iter().map(|b| b.addr).collect();
+    assert!(addrs.contains(&a.addr) && addrs.contains(&b.addr));
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreachable_runtime_backs_off_then_recovers() {
+    let runtime = Arc::new(FakeRuntime::new());
+    runtime.down.store(true, Ordering::Relaxed);
+    let r = rig_with("down", "min: 2\nmax: 3\n", runtime);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(r.running(), 0);
+    r.runtime.down.store(false, Ordering::Relaxed);
+    until("recovered", || r.in_pool() == 2).await;
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn policy_update_applies_without_restart() {
+    let r = rig("reload", "min: 1\nmax: 5\n");
+    until("min 1", || r.in_pool() == 1).await;
+    r.policy
+        .send_replace(Arc::new(policy_for("reload", "min: 3\nmax: 5\n")));
+    until("min 3", || r.in_pool() == 3).await;
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn replica_not_ready_in_time_is_removed_and_retried() {
+    let runtime = Arc::new(FakeRuntime::new());
+    runtime.slow.store(true, Ordering::Relaxed);
+    let r = rig_with("slow", "min: 1\nmax: 2\nready_timeout: 3s\n", runtime);
+    until("a discarded replica", || {
+        r.log().iter().any(|l| l.starts_with("stop"))
+    })
+    .await;
+    assert_eq!(r.in_pool(), 0);
+    r.runtime.slow.store(false, Ordering::Relaxed);
+    until("a ready replica", || r.in_pool() == 1).await;
+    until("only one left", || r.running() == 1).await;
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn scale_down_drains_the_least_busy_replica() {
+    let r = rig(
+        "busy",
+        "min: 1\nmax: 2\nscale_down: {stabilization: 0s, cooldown: 0s}\n",
+    );
+    r.metrics.set(&[Some(6.0)], true);
+    until("two replicas", || r.in_pool() == 2).await;
+    let pool = r.pools.get("busy").unwrap().clone();
+    let lease = pool.select(&[], std::time::Instant::now()).unwrap();
+    let busy = lease.backend.addr;
+    r.metrics.set(&[Some(0.5)], true);
+    until("one replica", || r.running() == 1).await;
+    assert_eq!(r.runtime.running("busy")[0].addr, busy);
+    drop(lease);
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn scales_to_zero_when_idle_and_back_for_a_held_request() {
+    let r = rig(
+        "zero",
+        "min: 1\nmax: 2\nscale_to_zero: {after: 5s, hold_timeout: 30s}\n",
+    );
+    r.metrics.set(&[Some(0.0)], false);
+    until("one replica", || r.in_pool() == 1).await;
+    until("zero replicas", || r.running() == 0).await;
+    let pool = r.pools.get("zero").unwrap().clone();
+    let held = tokio::spawn(async move { pool.hold.wait(&pool).await });
+    let start = tokio::time::Instant::now();
+    let outcome = held.await.unwrap();
+    assert_eq!(outcome, crate::proxy::hold::Held::Ready);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_requests_time_out_when_nothing_starts() {
+    let runtime = Arc::new(FakeRuntime::new());
+    let r = rig_with(
+        "stuck",
+        "min: 1\nmax: 2\nscale_to_zero: {after: 2s, hold_timeout: 3s, hold_queue: 1}\n",
+        runtime,
+    );
+    r.metrics.set(&[Some(0.0)], false);
+    until("zero replicas", || r.running() == 0 && r.log().len() >= 2).await;
+    r.runtime.down.store(true, Ordering::Relaxed);
+    let pool = r.pools.get("stuck").unwrap().clone();
+    let p2 = pool.clone();
+    let first = tokio::spawn(async move { p2.hold.wait(&p2).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(pool.hold.wait(&pool).await, crate::proxy::hold::Held::Full);
+    assert_eq!(first.await.unwrap(), crate::proxy::hold::Held::TimedOut);
+    r.stop().await;
+}

@@ -1,0 +1,74 @@
+//! Hot reload: watch the policy directory and re-read it after changes settle.
+//!
+//! The `notify` watcher runs on its own thread and only pokes a channel of
+//! capacity one, so a burst of events (an editor's write-rename-chmod) is
+//! one reload. After a poke the directory is read again once [`DEBOUNCE`]
+//! has passed quietly.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+/// Quiet time after the last change before reloading.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Errors setting up the watch.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {dir}: {source}")]
+pub struct WatchError {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Why.
+    pub source: notify::Error,
+}
+
+/// A live watch on a directory; dropping it stops watching.
+pub struct DirWatch {
+    _watcher: RecommendedWatcher,
+    pokes: mpsc::Receiver<()>,
+}
+
+impl DirWatch {
+    /// Watches `dir` (not recursively) for changes to YAML files.
+    pub fn new(dir: &Path) -> Result<DirWatch, WatchError> {
+        let (tx, pokes) = mpsc::channel(1);
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            let relevant = match ev {
+                Ok(ev) => ev.paths.iter().any(|p| super::policy::is_yaml(p)),
+                Err(_) => true,
+            };
+            if relevant {
+                let _ = tx.try_send(());
+            }
+        })
+        .map_err(|source| WatchError {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        watcher
+            .watch(dir, RecursiveMode::NonRecursive)
+            .map_err(|source| WatchError {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        Ok(DirWatch {
+            _watcher: watcher,
+            pokes,
+        })
+    }
+
+    /// Resolves after a change once things have been quiet for [`DEBOUNCE`];
+    /// `None` when the watcher is gone.
+    pub async fn changed(&mut self) -> Option<()> {
+        self.pokes.recv().await?;
+        loop {
+            match tokio::time::timeout(DEBOUNCE, self.pokes.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return None,
+                Err(_) => return Some(()),
+            }
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! Docker containers through the Engine API (bollard): create, start, list, watch, stop.
+//!
+//! Containers carry `gantry.managed=true` and `gantry.pool=<pool>`; every
+//! list and event filter names those labels, and [`Runtime::stop`] checks
+//! them again before touching a container, so a container without them is
+//! never stopped or removed. Exited managed containers are removed when
+//! listed (no orphans).
+//!
+//! Addressing (see `scaler.docker.publish`): with `publish` (the default,
+//! for a proxy on the host) the worker port is published on 127.0.0.1 at a
+//! random host port and traffic goes there; without it, traffic goes to the
+//! container's address on the user-defined network, for a proxy that runs
+//! in a container on the same network (docker-compose).
+//!
+//! The engine is connected lazily (`negotiate_version`, since the engine may
+//! be older than the client); when it is unreachable every call fails fast
+//! and the control loop backs off, while the proxy keeps serving.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest, PortBinding,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+
+use super::{
+    http_ready, probe_client, Replica, ReplicaSpec, Runtime, RuntimeError, Usage, MANAGED_LABEL,
+    POOL_LABEL,
+};
+use crate::scaler::config::DockerConfig;
+use crate::scaler::http::HttpClient;
+
+/// Seconds a container gets to stop before it is killed.
+const STOP_SECONDS: i32 = 5;
+
+/// The Docker runtime.
+pub struct DockerRuntime {
+    config: DockerConfig,
+    docker: tokio::sync::Mutex<Option<Docker>>,
+    network_ready: tokio::sync::Mutex<bool>,
+    deaths: broadcast::Sender<Replica>,
+    client: HttpClient,
+    /// CPU limit per container id, cores (for CPU % of the limit).
+    cpus: Mutex<HashMap<String, f64>>,
+}
+
+fn not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerRuntime {
+    /// A runtime for `config`; nothing is contacted until first use.
+    pub fn new(config: DockerConfig) -> DockerRuntime {
+        DockerRuntime {
+            config,
+            docker: tokio::sync::Mutex::new(None),
+            network_ready: tokio::sync::Mutex::new(false),
+            deaths: broadcast::channel(64).0,
+            client: probe_client(),
+            cpus: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A connected client, connecting (and negotiating the API version) if needed.
+    pub async fn docker(&self) -> Result<Docker, RuntimeError> {
+        let mut slot = self.docker.lock().await;
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Docker::connect_with_local_defaults()?
+            .with_timeout(Duration::from_secs(30))
+            .negotiate_version()
+            .await?;
+        *slot = Some(d.clone());
+        Ok(d)
+    }
+
+    /// Watches the engine's events for managed containers that die and
+    /// reports them; reconnects with backoff for as long as the runtime lives.
+    pub fn watch_events(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            while let Some(rt) = weak.upgrade() {
+                match rt.docker().await {
+                    Ok(d) => {
+                        let events = rt.event_stream(&d);
+                        drop(rt);
+                        events.await;
+                        delay = Duration::from_secs(1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?delay, "Docker events unavailable");
+                        drop(rt);
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                }
+                tokio::time::sleep(delay).await;
+            }
+        });
+    }
+
+    /// Forwards `die` events of managed containers until the stream ends.
+    fn event_stream(&self, d: &Docker) -> impl std::future::Future<Output = ()> + 'static {
+        let managed = format!("{MANAGED_LABEL}=true");
+        let filters = HashMap::from([
+            ("type", vec!["container"]),
+            ("event", vec!["die"]),
+            ("label", vec![managed.as_str()]),
+        ]);
+        let opts = EventsOptionsBuilder::default().filters(&filters).build();
+        let mut stream = d.events(Some(opts));
+        let deaths = self.deaths.clone();
+        async move {
+            while let Some(ev) = stream.next().await {
+                let Ok(ev) = ev else { break };
+                let Some(actor) = ev.actor else { continue };
+                let attrs = actor.attributes.unwrap_or_default();
+                let (Some(id), Some(pool)) = (actor.id, attrs.get(POOL_LABEL)) else {
+                    continue;
+                };
+                tracing::warn!(container = %id, pool = %pool, "Managed container died");
+                let _ = deaths.send(Replica {
+                    id,
+                    pool: pool.clone(),
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                });
+            }
+        }
+    }
+
+    /// Creates the user-defined network once, if it does not exist.
+    async fn ensure_network(&self, d: &Docker) -> Result<(), RuntimeError> {
+        let mut ready = self.network_ready.lock().await;
+        if *ready {
+            return Ok(());
+        }
+        let name = &self.config.network;
+        match d.inspect_network(name, None).await {
+            Ok(_) => {}
+            Err(e) if not_found(&e) => {
+                d.create_network(NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".into()),
+                    labels: Some(HashMap::from([(MANAGED_LABEL.into(), "true".into())])),
+                    ..Default::default()
+                })
+                .await?;
+                tracing::info!(network = %name, "Created Docker network");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        *ready = true;
+        Ok(())
+    }
+
+    fn create_body(&self, spec: &ReplicaSpec) -> ContainerCreateBody {
+        let port = format!("{}/tcp", self.config.port);
+        let port_bindings = self.config.publish.then(|| {
+            HashMap::from([(
+                port.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )])
+        });
+        let env: Vec<String> = self
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        ContainerCreateBody {
+            image: Some(self.config.image.clone()),
+            cmd: self.config.cmd.clone(),
+            env: (!env.is_empty()).then_some(env),
+            labels: Some(HashMap::from([
+                (MANAGED_LABEL.into(), "true".into()),
+                (POOL_LABEL.into(), spec.pool.clone()),
+            ])),
+            exposed_ports: Some(vec![port]),
+            host_config: Some(HostConfig {
+                network_mode: Some(self.config.network.clone()),
+                port_bindings,
+                nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
+                memory: spec.memory_mib.map(|m| (m * 1024 * 1024) as i64),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Where the proxy reaches container `id`.
+    async fn address(&self, d: &Docker, id: &str) -> Result<SocketAddr, RuntimeError> {
+        let info = d.inspect_container(id, None).await?;
+        let no = |why: &str| RuntimeError::NoAddress {
+            id: id.to_string(),
+            why: why.to_string(),
+        };
+        let net = info
+            .network_settings
+            .ok_or_else(|| no("no network settings"))?;
+        if self.config.publish {
+            let key = format!("{}/tcp", self.config.port);
+            let port = net
+                .ports
+                .and_then(|p| p.get(&key).cloned().flatten())
+                .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()))
+                .ok_or_else(|| no("port not published"))?;
+            Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+        } else {
+            let ip = net
+                .networks
+                .and_then(|n| n.get(&self.config.network).cloned())
+                .and_then(|e| e.ip_address)
+                .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+                .ok_or_else(|| no("no address on the network"))?;
+            Ok(SocketAddr::new(ip, self.config.port))
+        }
+    }
+
+    /// Removes a container, whatever its state.
+    async fn remove(&self, d: &Docker, id: &str) -> Result<(), RuntimeError> {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match d.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn usage_of(&self, d: &Docker, id: &str) -> Usage {
+        let opts = StatsOptionsBuilder::default().stream(false).build();
+        let Some(Ok(s)) = d.stats(id, Some(opts)).next().await else {
+            return Usage::default();
+        };
+        let cpu = (|| {
+            let (now, pre) = (s.cpu_stats.as_ref()?, s.precpu_stats.as_ref()?);
+            let used = now.cpu_usage.as_ref()?.total_usage? as f64
+                - pre.cpu_usage.as_ref()?.total_usage? as f64;
+            let system = now.system_cpu_usage? as f64 - pre.system_cpu_usage? as f64;
+            let online = f64::from(now.online_cpus.unwrap_or(1).max(1));
+            if system <= 0.0 {
+                return None;
+            }
+            let cores = used / system * online;
+            let limit = self.cpus.lock().ok()?.get(id).copied().unwrap_or(online);
+            Some(cores / limit * 100.0)
+        })();
+        let memory = (|| {
+            let m = s.memory_stats.as_ref()?;
+            let inactive = m
+                .stats
+                .as_ref()
+                .and_then(|s| s.get("inactive_file").copied());
+            let used = m.usage?.saturating_sub(inactive.unwrap_or(0)) as f64;
+            let limit = m.limit? as f64;
+            (limit > 0.0).then(|| used / limit * 100.0)
+        })();
+        Usage {
+            cpu_percent: cpu,
+            memory_percent: memory,
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn list(&self, pool: &str) -> Result<Vec<Replica>, RuntimeError> {
+        let d = self.docker().await?;
+        let labels = [
+            format!("{MANAGED_LABEL}=true"),
+            format!("{POOL_LABEL}={pool}"),
+        ];
+        let filters = HashMap::from([("label", labels.iter().map(String::as_str).collect())]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let mut out = Vec::new();
+        for c in d.list_containers(Some(opts)).await? {
+            let Some(id) = c.id else { continue };
+            match c.state {
+                Some(ContainerSummaryStateEnum::RUNNING) => {}
+                Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD) => {
+                    tracing::info!(container = %id, pool, "Removing exited managed container");
+                    self.remove(&d, &id).await?;
+                    continue;
+                }
+                _ => continue,
+            }
+            match self.address(&d, &id).await {
+                Ok(addr) => out.push(Replica {
+                    id,
+                    pool: pool.to_string(),
+                    addr,
+                }),
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "Managed container has no address")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn start(&self, spec: &ReplicaSpec) -> Result<Replica, RuntimeError> {
+        let d = self.docker().await?;
+        self.ensure_network(&d).await?;
+        let name = format!("gantry-{}-{:08x}", spec.pool, rand::random::<u32>());
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let id = d
+            .create_container(Some(opts), self.create_body(spec))
+            .await?
+            .id;
+        let started = async {
+            d.start_container(&id, None).await?;
+            self.address(&d, &id).await
+        };
+        match started.await {
+            Ok(addr) => {
+                if let Some(c) = spec.cpus {
+                    if let Ok(mut m) = self.cpus.lock() {
+                        m.insert(id.clone(), c);
+                    }
+                }
+                Ok(Replica {
+                    id,
+                    pool: spec.pool.clone(),
+                    addr,
+                })
+            }
+            Err(e) => {
+                let _ = self.remove(&d, &id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop(&self, replica: &Replica) -> Result<(), RuntimeError> {
+        let d = self.docker().await?;
+        let info = match d.inspect_container(&replica.id, None).await {
+            Ok(i) => i,
+            Err(e) if not_found(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+        let ours = labels.get(MANAGED_LABEL).map(String::as_str) == Some("true")
+            && labels.get(POOL_LABEL) == Some(&replica.pool);
+        if !ours {
+            return Err(RuntimeError::Other(format!(
+                "refusing to stop container {}: it lacks the {MANAGED_LABEL}/{POOL_LABEL} labels",
+                replica.id
+            )));
+        }
+        let opts = StopContainerOptionsBuilder::default()
+            .t(STOP_SECONDS)
+            .build();
+        match d.stop_container(&replica.id, Some(opts)).await {
+            Ok(()) => {}
+            Err(e) if not_found(&e) => return Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Ok(mut m) = self.cpus.lock() {
+            m.remove(&replica.id);
+        }
+        self.remove(&d, &replica.id).await
+    }
+
+    async fn ready(&self, replica: &Replica) -> bool {
+        http_ready(&self.client, replica.addr).await
+    }
+
+    async fn usage(&self, replicas: &[Replica]) -> Vec<Usage> {
+        let Ok(d) = self.docker().await else {
+            return vec![Usage::default(); replicas.len()];
+        };
+        let d = &d;
+        futures::future::join_all(replicas.iter().map(|r| self.usage_of(d, &r.id))).await
+    }
+
+    fn deaths(&self) -> broadcast::Receiver<Replica> {
+        self.deaths.subscribe()
+    }
+}

@@ -1,0 +1,245 @@
+//! Local processes: `gantry worker` children on free loopback ports (the default of `make run`).
+//!
+//! Each child is owned by a waiter task that reports its exit as a death,
+//! unless the scaler asked it to stop (SIGTERM, then SIGKILL after
+//! [`STOP_GRACE`]). Every child's pid is also kept in a process-wide list so
+//! [`kill_all`] can end them when the process shuts down. CPU and memory
+//! are the host's (sysinfo): the children share it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sysinfo::{Pid, ProcessesToUpdate, Signal, System};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{http_ready, probe_client, Replica, ReplicaSpec, Runtime, RuntimeError, Usage};
+use crate::scaler::config::LocalConfig;
+use crate::scaler::http::HttpClient;
+
+/// Time a stopped child gets between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Pids of every child started by this process.
+static CHILDREN: LazyLock<Mutex<BTreeSet<u32>>> = LazyLock::new(Default::default);
+
+/// Kills every child this process started (at shutdown).
+pub fn kill_all() {
+    let pids: Vec<u32> = std::mem::take(&mut *lock(&CHILDREN)).into_iter().collect();
+    signal(&pids, Signal::Kill);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn signal(pids: &[u32], sig: Signal) {
+    if pids.is_empty() {
+        return;
+    }
+    let pids: Vec<Pid> = pids.iter().map(|p| Pid::from_u32(*p)).collect();
+    let mut sys = System::new();
+    sys.refresh_processes(ProcessesToUpdate::Some(&pids), true);
+    for pid in pids {
+        if let Some(p) = sys.process(pid) {
+            p.kill_with(sig);
+        }
+    }
+}
+
+struct Child {
+    replica: Replica,
+    stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
+}
+
+/// The local-process runtime.
+pub struct LocalRuntime {
+    program: PathBuf,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    children: Mutex<BTreeMap<String, Child>>,
+    deaths: broadcast::Sender<Replica>,
+    client: HttpClient,
+    host: Mutex<Option<System>>,
+}
+
+impl LocalRuntime {
+    /// A runtime running `config`'s program (this binary by default).
+    pub fn new(config: &LocalConfig) -> Result<LocalRuntime, RuntimeError> {
+        let program = match &config.program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(|source| RuntimeError::Spawn {
+                command: "gantry".into(),
+                source,
+            })?,
+        };
+        Ok(LocalRuntime {
+            program,
+            args: config.args.clone(),
+            env: config.env.clone(),
+            children: Mutex::new(BTreeMap::new()),
+            deaths: broadcast::channel(64).0,
+            client: probe_client(),
+            host: Mutex::new(None),
+        })
+    }
+
+    fn args_for(&self, port: u16) -> Vec<String> {
+        let mut args: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| a.replace("{port}", &port.to_string()))
+            .collect();
+        if !self.args.iter().any(|a| a.contains("{port}")) {
+            args.extend(["--listen".to_string(), format!("127.0.0.1:{port}")]);
+        }
+        args
+    }
+}
+
+impl Drop for LocalRuntime {
+    fn drop(&mut self) {
+        let children = std::mem::take(&mut *lock(&self.children));
+        for c in children.into_values() {
+            if let Ok(pid) = c.replica.id.trim_start_matches("local-").parse::<u32>() {
+                signal(&[pid], Signal::Kill);
+                lock(&CHILDREN).remove(&pid);
+            }
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+#[async_trait]
+impl Runtime for LocalRuntime {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn list(&self, pool: &str) -> Result<Vec<Replica>, RuntimeError> {
+        Ok(lock(&self.children)
+            .values()
+            .filter(|c| c.replica.pool == pool)
+            .map(|c| c.replica.clone())
+            .collect())
+    }
+
+    async fn start(&self, spec: &ReplicaSpec) -> Result<Replica, RuntimeError> {
+        let command = self.program.display().to_string();
+        let spawn_err = |source| RuntimeError::Spawn {
+            command: command.clone(),
+            source,
+        };
+        let port = free_port().map_err(spawn_err)?;
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(self.args_for(port))
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
+        // SIGTERM to the child when gantry dies, even by SIGKILL, so workers
+        // are never orphaned. (The signal follows the spawning thread: this
+        // runs on a runtime worker thread, which lives as long as the runtime.)
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(spawn_err)?;
+        let pid = child.id().unwrap_or_default();
+        let replica = Replica {
+            id: format!("local-{pid}"),
+            pool: spec.pool.clone(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        lock(&CHILDREN).insert(pid);
+        let (stop_tx, stop_rx) = oneshot::channel::<oneshot::Sender<()>>();
+        lock(&self.children).insert(
+            replica.id.clone(),
+            Child {
+                replica: replica.clone(),
+                stop: Some(stop_tx),
+            },
+        );
+        let deaths = self.deaths.clone();
+        let r = replica.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                status = child.wait() => {
+                    tracing::warn!(replica = %r.id, status = ?status.ok(), "Worker process exited");
+                    lock(&CHILDREN).remove(&pid);
+                    let _ = deaths.send(r);
+                }
+                ack = stop_rx => {
+                    signal(&[pid], Signal::Term);
+                    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
+                        let _ = child.kill().await;
+                    }
+                    lock(&CHILDREN).remove(&pid);
+                    if let Ok(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                }
+            }
+        });
+        Ok(replica)
+    }
+
+    async fn stop(&self, replica: &Replica) -> Result<(), RuntimeError> {
+        let child = lock(&self.children).remove(&replica.id);
+        let Some(stop) = child.and_then(|mut c| c.stop.take()) else {
+            return Ok(());
+        };
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if stop.send(ack_tx).is_ok() {
+            let _ = ack_rx.await;
+        }
+        Ok(())
+    }
+
+    async fn ready(&self, replica: &Replica) -> bool {
+        http_ready(&self.client, replica.addr).await
+    }
+
+    async fn usage(&self, replicas: &[Replica]) -> Vec<Usage> {
+        let mut host = lock(&self.host);
+        let usage = match host.as_mut() {
+            None => {
+                let mut sys = System::new();
+                sys.refresh_cpu_usage();
+                sys.refresh_memory();
+                *host = Some(sys);
+                Usage::default()
+            }
+            Some(sys) => {
+                sys.refresh_cpu_usage();
+                sys.refresh_memory();
+                let total = sys.total_memory() as f64;
+                Usage {
+                    cpu_percent: Some(f64::from(sys.global_cpu_usage())),
+                    memory_percent: (total > 0.0)
+                        .then(|| (total - sys.available_memory() as f64) / total * 100.0),
+                }
+            }
+        };
+        vec![usage; replicas.len()]
+    }
+
+    fn deaths(&self) -> broadcast::Receiver<Replica> {
+        self.deaths.subscribe()
+    }
+}

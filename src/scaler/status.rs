@@ -1,0 +1,128 @@
+//! `gantry status`: pools, backends and the scaler's last decisions, read from the admin API.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::control::ControlError;
+use super::http::HttpClient;
+use super::journal::Entry;
+use crate::proxy::admin::PoolView;
+
+/// Decisions shown per pool.
+const SHOWN: usize = 5;
+
+/// Reads pools from `admin` and decisions from `scaler` (usually the same
+/// admin address) and renders them as text.
+pub async fn fetch(admin: &str, scaler: &str) -> Result<String, ControlError> {
+    let client = HttpClient::new(Duration::from_secs(5));
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            let r = client.get(&url).await?;
+            if !r.ok() {
+                return Err(ControlError::Status {
+                    status: r.status,
+                    body: r.text(),
+                });
+            }
+            Ok(r.body)
+        }
+    };
+    let pools = get(format!("{}/admin/pools", admin.trim_end_matches('/'))).await?;
+    let pools: Vec<PoolView> =
+        serde_json::from_slice(&pools).map_err(|e| ControlError::Decode(e.to_string()))?;
+    let decisions: BTreeMap<String, Vec<Entry>> =
+        match get(format!("{}/admin/scaler", scaler.trim_end_matches('/'))).await {
+            Ok(body) => serde_json::from_slice(&body).unwrap_or_default(),
+            Err(_) => BTreeMap::new(),
+        };
+    Ok(render(&pools, &decisions))
+}
+
+/// The text of `gantry status`.
+pub fn render(pools: &[PoolView], decisions: &BTreeMap<String, Vec<Entry>>) -> String {
+    let mut out = String::new();
+    for p in pools {
+        let _ = writeln!(out, "pool {} ({})", p.name, p.policy);
+        if p.backends.is_empty() {
+            let _ = writeln!(out, "  no backends");
+        }
+        for b in &p.backends {
+            let _ = writeln!(
+                out,
+                "  {:<22} {:<9} in flight {}",
+                b.addr, b.state, b.inflight
+            );
+        }
+        match decisions.get(&p.name).filter(|d| !d.is_empty()) {
+            None => {
+                let _ = writeln!(out, "  scaler: no decisions");
+            }
+            Some(list) => {
+                let last = &list[list.len() - 1];
+                let _ = writeln!(
+                    out,
+                    "  scaler: desired {}, current {}, ready {}; last decisions (UTC):",
+                    last.to, last.from, last.ready
+                );
+                for e in list.iter().rev().take(SHOWN) {
+                    let repeats = if e.repeats > 1 {
+                        format!(" (x{})", e.repeats)
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(out, "    {}  {}{repeats}", clock(e.at_unix_ms), e.message);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `HH:MM:SS` of a Unix time in milliseconds, UTC.
+fn clock(unix_ms: u64) -> String {
+    let s = unix_ms / 1000 % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::admin::BackendView;
+
+    #[test]
+    fn renders_backends_and_newest_decisions_first() {
+        let pools = vec![PoolView {
+            name: "analysis".into(),
+            policy: crate::config::Policy::P2c,
+            backends: vec![BackendView {
+                addr: "127.0.0.1:4000".into(),
+                weight: 1,
+                state: "up".into(),
+                inflight: 2,
+            }],
+        }];
+        let entry = |at: u64, from: u32, to: u32, msg: &str, repeats: u32| Entry {
+            pool: "analysis".into(),
+            at_unix_ms: at,
+            from,
+            to,
+            ready: from,
+            direction: "up".into(),
+            reason: "metric".into(),
+            message: msg.into(),
+            repeats,
+        };
+        let d = BTreeMap::from([(
+            "analysis".to_string(),
+            vec![
+                entry(3_600_000, 1, 2, "analysis 1 -> 2: below min 2", 1),
+                entry(3_661_000, 2, 2, "analysis 2 -> 2: steady", 7),
+            ],
+        )]);
+        let text = render(&pools, &d);
+        let want = "pool analysis (P2c)\n  127.0.0.1:4000         up        in flight 2\n  scaler: desired 2, current 2, ready 2; last decisions (UTC):\n    01:01:01  analysis 2 -> 2: steady (x7)\n    01:00:00  analysis 1 -> 2: below min 2\n";
+        assert_eq!(text, want);
+    }
+}

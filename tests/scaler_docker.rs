@@ -1,0 +1,241 @@
+//! The scaler against the real Docker engine through the real `gantry up`.
+//!
+//! Uses the worker image (`make worker-image`) when it is built, else the
+//! fake worker FROM scratch; `GANTRY_TEST_WORKER_IMAGE` picks another.
+//! Tests run one at a time (they share the engine and `make
+//! clean-containers`); each uses its own pool label and network, removed by
+//! a guard even when the test fails.
+
+mod scaler_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use scaler_support::{containers, root, sh, unique, worker_image, DockerCleanup, Load, Up};
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What the analysis route accepts (the real worker wants a URL).
+const BODY: &str = r#"{"url":"http://paypal.com.secure-login.example.ru/"}"#;
+
+fn config(pool: &str, image: &str, network: &str) -> String {
+    format!(
+        "pools:\n  {pool}:\n    health: {{interval: 200ms}}\n    drain_timeout: 5s\nroutes:\n  - {{prefix: /, pool: {pool}, idempotent: true}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: docker\n  docker: {{image: '{image}', network: {network}, publish: true}}\n"
+    )
+}
+
+fn policy(pool: &str, extra: &str) -> String {
+    format!(
+        "pool: {pool}\ninterval: 500ms\nwindow: 2s\nmetrics: [{{metric: request_rate_per_replica, target: 20}}]\nscale_up: {{max_step: 3, period: 1s}}\nscale_down: {{stabilization: 4s, cooldown: 0s, max_step: 3, period: 1s}}\nready_timeout: 30s\ndrain_timeout: 5s\n{extra}"
+    )
+}
+
+/// A pool name, its network and their clean-up guard.
+fn names(prefix: &str) -> (String, String, DockerCleanup) {
+    let pool = unique(prefix);
+    let network = format!("gantry-test-{pool}");
+    let guard = DockerCleanup {
+        pool: pool.clone(),
+        network: network.clone(),
+        extra: Vec::new(),
+    };
+    (pool, network, guard)
+}
+
+/// Starts a container of `image` without our labels; returns its id.
+fn unlabelled(image: &str, name: &str) -> String {
+    sh(Command::new("docker").args(["run", "-d", "--name", name, image]))
+        .trim()
+        .to_string()
+}
+
+fn running(id: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", id])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_pool_grows_spreads_replaces_a_killed_replica_and_shrinks() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (image, real) = worker_image();
+    let (pool, network, mut guard) = names("dg");
+    let stranger = unlabelled(&image, &format!("{pool}-unlabelled"));
+    guard.extra.push(stranger.clone());
+    let up = Up::start(
+        &config(&pool, &image, &network),
+        &[("p.yaml", &policy(&pool, "min: 1\nmax: 3\n"))],
+        &[],
+    )
+    .await;
+    up.wait_up(&pool, 1, 60).await;
+    let load = Load::start(&format!("{}/v1/analyze", up.url), 8, BODY);
+    up.wait_up(&pool, 3, 60).await;
+    let before = up.served(&pool).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = up.served(&pool).await;
+    let busy = after
+        .iter()
+        .filter(|(b, n)| **n > before.get(*b).copied().unwrap_or(0.0))
+        .count();
+    assert_eq!(busy, 3, "traffic did not spread: {before:?} -> {after:?}");
+
+    // Kill one replica under load: retries hide it, a replacement appears.
+    let ids = containers(&pool);
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    sh(Command::new("docker").args(["kill", &ids[0]]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = containers(&pool);
+        if now.len() == 3 && !now.contains(&ids[0]) && up.up(&pool).await == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replacement: {now:?}\n{}",
+            up.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let report = load.stop().await;
+    assert!(
+        report.failed.is_empty(),
+        "{} failed of {}: {:?}",
+        report.failed.len(),
+        report.ok,
+        &report.failed[..report.failed.len().min(5)]
+    );
+    assert!(up.log().contains("Replica died"), "{}", up.tail());
+
+    // Load stops: back to min after the window.
+    let stopped = Instant::now();
+    up.wait_up(&pool, 1, 60).await;
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(4),
+        "shrank within the window"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while containers(&pool).len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "stopped containers left: {:?}",
+            containers(&pool)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(running(&stranger), "the unlabelled container was touched");
+    eprintln!(
+        "image {image} (real worker: {real}): {} requests, none failed",
+        report.ok
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_scaler_adopts_its_containers_without_duplicates() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (image, _) = worker_image();
+    let (pool, network, _guard) = names("da");
+    let mut up = Up::start(
+        &config(&pool, &image, &network),
+        &[("p.yaml", &policy(&pool, "min: 2\nmax: 3\n"))],
+        &[],
+    )
+    .await;
+    up.wait_up(&pool, 2, 60).await;
+    let ids = containers(&pool);
+    assert_eq!(ids.len(), 2);
+    up.crash();
+    up.spawn(&[]);
+    up.wait_admin().await;
+    up.wait_up(&pool, 2, 30).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(containers(&pool), ids, "containers changed on restart");
+    assert_eq!(up.up(&pool).await, 2);
+    assert_eq!(
+        up.log().matches("Adopting replica").count(),
+        2,
+        "{}",
+        up.tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_clean_containers_removes_managed_ones_and_spares_others() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (image, _) = worker_image();
+    let (pool, network, mut guard) = names("dc");
+    let stranger = unlabelled(&image, &format!("{pool}-unlabelled"));
+    guard.extra.push(stranger.clone());
+    let mut up = Up::start(
+        &config(&pool, &image, &network),
+        &[("p.yaml", &policy(&pool, "min: 2\nmax: 3\n"))],
+        &[],
+    )
+    .await;
+    up.wait_up(&pool, 2, 60).await;
+    up.terminate();
+    assert_eq!(
+        containers(&pool).len(),
+        2,
+        "containers stay for the next run to adopt"
+    );
+    sh(Command::new("make")
+        .arg("clean-containers")
+        .current_dir(root()));
+    assert!(containers(&pool).is_empty(), "{:?}", containers(&pool));
+    assert!(running(&stranger), "the unlabelled container was removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_docker_keeps_the_proxy_serving() {
+    let worker_port = scaler_support::free_port();
+    let mut worker = Command::new(scaler_support::fake_worker())
+        .args(["--listen", &format!("127.0.0.1:{worker_port}")])
+        .env("FAKE_EXIT_WITH_PARENT", "1")
+        .spawn()
+        .unwrap();
+    let config = format!(
+        "pools:\n  du:\n    health: {{interval: 200ms}}\n    backends: [{{addr: '127.0.0.1:{worker_port}'}}]\nroutes:\n  - {{prefix: /, pool: du, idempotent: true}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: docker\n"
+    );
+    let up = Up::start(
+        &config,
+        &[("du.yaml", &policy("du", "min: 2\nmax: 3\n"))],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    )
+    .await;
+    let c = scaler_support::client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !up.log().contains("Runtime unreachable") {
+        assert!(Instant::now() < deadline, "{}", up.tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..20 {
+        let r = c
+            .post(format!("{}/v1/analyze", up.url))
+            .body(BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let retries = up.log().matches("Runtime unreachable").count();
+    assert!(retries >= 2, "no retry with backoff: {}", up.tail());
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+#[test]
+fn compose_file_is_valid() {
+    let out = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .current_dir(root())
+        .output()
+        .expect("docker-compose runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

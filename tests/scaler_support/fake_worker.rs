@@ -1,0 +1,105 @@
+//! A stand-in for `gantry worker` in scaler tests: std only, built statically so it runs FROM scratch.
+//!
+//! `fake_worker [--listen ADDR]` (default 0.0.0.0:8000) answers `/health`,
+//! `/ready`, `/metrics` (`gantry_worker_queue_length` = requests in flight)
+//! and anything else after `FAKE_DELAY_MS` (default 20) with an
+//! `x-backend: <hostname>:<port>` header. With `FAKE_EXIT_WITH_PARENT=1` it
+//! exits when its parent does, so a killed test leaves no process behind.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let listen = args
+        .iter()
+        .position(|a| a == "--listen")
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| "0.0.0.0:8000".into());
+    let delay: u64 = std::env::var("FAKE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    if std::env::var("FAKE_EXIT_WITH_PARENT").as_deref() == Ok("1") {
+        let parent = std::os::unix::process::parent_id();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(0);
+            }
+        });
+    }
+    let listener = TcpListener::bind(&listen).expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let name: Arc<str> = format!("{}:{port}", host.trim()).into();
+    let inflight = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming().flatten() {
+        let (name, inflight) = (name.clone(), inflight.clone());
+        std::thread::spawn(move || serve(stream, &name, &inflight, delay));
+    }
+}
+
+fn serve(stream: TcpStream, name: &str, inflight: &AtomicUsize, delay: u64) {
+    let mut out = match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut length = 0usize;
+        let mut close = false;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let lower = h.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if lower.starts_with("connection:") && lower.contains("close") {
+                close = true;
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let reply = match path.as_str() {
+            "/health" | "/ready" => "ok\n".to_string(),
+            "/metrics" => format!(
+                "# TYPE gantry_worker_queue_length gauge\ngantry_worker_queue_length {}\n",
+                inflight.load(Ordering::Relaxed)
+            ),
+            _ => {
+                inflight.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(delay));
+                inflight.fetch_sub(1, Ordering::Relaxed);
+                format!("{{\"backend\":\"{name}\",\"bytes\":{length}}}\n")
+            }
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-backend: {name}\r\n\r\n",
+            reply.len()
+        );
+        if out.write_all(head.as_bytes()).is_err() || out.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+        if close {
+            return;
+        }
+    }
+}

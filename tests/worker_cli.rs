@@ -1,0 +1,150 @@
+//! `gantry worker` as the scaler runs it: a child process that prints its
+//! address, serves, and exits cleanly on SIGTERM; and a clear error, not a
+//! panic, when libonnxruntime.so is missing.
+
+mod worker_support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use worker_support::{golden, model_dir, ort_lib};
+
+fn gantry() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+}
+
+#[test]
+fn missing_onnxruntime_is_a_clear_error() {
+    let out = gantry()
+        .args(["worker", "--model"])
+        .arg(model_dir())
+        .args(["--ort-lib", "/nonexistent/libonnxruntime.so"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("/nonexistent/libonnxruntime.so"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("make onnxruntime"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn unset_onnxruntime_path_is_a_clear_error() {
+    let out = gantry()
+        .args(["worker", "--model"])
+        .arg(model_dir())
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("ORT_DYLIB_PATH") && stderr.contains("make onnxruntime"),
+        "{stderr}"
+    );
+}
+
+/// Kills the child if the test fails before it exits.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn child_process_prints_its_address_serves_and_stops_on_sigterm() {
+    let mut child = Reap(
+        gantry()
+            .args(["worker", "--listen", "127.0.0.1:0", "--model"])
+            .arg(model_dir())
+            .arg("--ort-lib")
+            .arg(ort_lib())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Blocking reads are fine here: nothing else runs on this test's runtime.
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("gantry worker listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+
+    let case = &golden()[0];
+    let c = reqwest::Client::new();
+    assert_eq!(
+        c.get(format!("{base}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let v: serde_json::Value = c
+        .post(format!("{base}/v1/analyze"))
+        .json(&serde_json::json!({ "url": case.url }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let score = v["score"].as_f64().unwrap() as f32;
+    assert!((score - case.score_int8).abs() <= 1e-5, "{v}");
+
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
+
+#[test]
+fn tune_prints_a_table_and_a_recommendation() {
+    let out = gantry()
+        .args([
+            "worker",
+            "--tune",
+            "--tune-duration",
+            "50ms",
+            "--tune-concurrency",
+            "4",
+            "--model",
+        ])
+        .arg(model_dir())
+        .arg("--ort-lib")
+        .arg(ort_lib())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("batch  delay    req/s"), "{stdout}");
+    let rows = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with(char::is_numeric))
+        .count();
+    assert_eq!(rows, gantry::worker::tune::grid().len(), "{stdout}");
+    assert!(
+        stdout.contains("Recommended: --max-batch-size") || stdout.contains("No setting meets"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,101 @@
+//! Support for the worker tests: the shipped model, the ONNX Runtime library, and a worker on 127.0.0.1:0.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use gantry::worker::{serve, Worker, WorkerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The model directory shipped in the repository.
+pub fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/phishing-url")
+}
+
+/// libonnxruntime.so from `ORT_DYLIB_PATH`; fails the test with the fix if unset.
+pub fn ort_lib() -> PathBuf {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => panic!(
+            "ORT_DYLIB_PATH is not set: run `make onnxruntime` and export \
+             ORT_DYLIB_PATH=$PWD/.cache/onnxruntime-1.31.1/libonnxruntime.so, or run `make test`"
+        ),
+    }
+}
+
+/// Settings for the shipped model with the command-line defaults.
+pub fn real_config() -> WorkerConfig {
+    WorkerConfig::new(model_dir(), ort_lib())
+}
+
+/// One line of `golden.jsonl`: a URL and the INT8 model's score for it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Golden {
+    pub url: String,
+    pub score_int8: f32,
+}
+
+/// Every case of the shipped `golden.jsonl`.
+pub fn golden() -> Vec<Golden> {
+    let path = model_dir().join("golden.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("golden line {l:?}: {e}")))
+        .collect()
+}
+
+/// A worker serving on a free loopback port until dropped or stopped.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start(worker: Worker) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            serve(listener, worker, shutdown).await.expect("serve");
+        });
+        Server {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops accepting, finishes requests in flight, and waits for the server.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("server task");
+        }
+    }
+}
+
+/// The value of an unlabelled sample (or a sample with exactly `labels`) in Prometheus text.
+pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(&key)?.strip_prefix(' ')?.trim().parse().ok())
+}
