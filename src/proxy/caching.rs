@@ -13,10 +13,14 @@
 //! read in `request_filter`. Larger or chunked bodies bypass the cache.
 //!
 //! A stale-while-revalidate hit is refreshed by replaying the request
-//! through this proxy's own listener with a per-process secret header: the
-//! replay skips the lookup and stores the response like any miss.
+//! through this proxy's own listener with a per-process secret header naming
+//! the refresh: the replay skips the lookup, takes the key's fill guard from
+//! the refresh and fills it, so the new entry is in memory before any other
+//! request may start another refresh.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -174,7 +178,7 @@ impl CacheFront {
         pool: &Pool,
         state: &mut Option<CacheState>,
     ) -> Result<bool> {
-        let refresh = self.revalidator.is_refresh(session.req_header());
+        let refresh = self.revalidator.refresh_id(session.req_header());
         let generation = self.cache.generation();
         let (key, body) = match prepare(session, route, pool).await? {
             Prepared::Key(k, b) => (k, b),
@@ -193,7 +197,9 @@ impl CacheFront {
             capture: None,
             generation,
         };
-        if !refresh {
+        if let Some(id) = refresh {
+            st.fill = self.revalidator.take(id);
+        } else {
             match self.cache.lookup(&key).await {
                 Lookup::Hit(hit) => {
                     let now = self.cache.clock().now_ms();
@@ -306,6 +312,9 @@ struct Revalidator {
     base: String,
     /// Random per process, so clients cannot force refreshes.
     secret: String,
+    /// Fill guards of refreshes in flight, by refresh id, for the replayed request to take.
+    pending: Arc<Mutex<HashMap<u64, FillGuard>>>,
+    next_id: AtomicU64,
 }
 
 impl Revalidator {
@@ -320,16 +329,27 @@ impl Revalidator {
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
             base: format!("http://{host}:{}", listen.port()),
             secret: format!("{:032x}", rand::random::<u128>()),
+            pending: Arc::default(),
+            next_id: AtomicU64::new(0),
         }
     }
 
-    fn is_refresh(&self, req: &RequestHeader) -> bool {
-        req.headers
-            .get(REVALIDATE_HEADER)
-            .is_some_and(|v| v.as_bytes() == self.secret.as_bytes())
+    /// The refresh id of a replay sent by this process (`secret:id`).
+    fn refresh_id(&self, req: &RequestHeader) -> Option<u64> {
+        let v = req.headers.get(REVALIDATE_HEADER)?.to_str().ok()?;
+        let (secret, id) = v.split_once(':')?;
+        (secret == self.secret).then(|| id.parse().ok())?
     }
 
-    /// Replays `req` in the background; `guard` is held until it is done.
+    /// The fill guard of refresh `id`, for the replayed request to fill.
+    fn take(&self, id: u64) -> Option<FillGuard> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+    }
+
+    /// Replays `req` in the background; the replay fills `guard`.
     fn spawn(&self, guard: FillGuard, req: &RequestHeader, body: Bytes) {
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut builder = http::Request::builder()
@@ -340,13 +360,20 @@ impl Revalidator {
                 builder = builder.header(name, value);
             }
         }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request = match builder
-            .header(REVALIDATE_HEADER, &self.secret)
+            .header(REVALIDATE_HEADER, format!("{}:{id}", self.secret))
             .body(Full::new(body))
         {
             Ok(r) => r,
             Err(e) => return tracing::warn!(error = %e, "Cannot build a cache refresh"),
         };
+        let key = guard.key().clone();
+        let pending = self.pending.clone();
+        pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, guard);
         let client = self.client.clone();
         tokio::spawn(async move {
             let done = tokio::time::timeout(REVALIDATE_TIMEOUT, async {
@@ -357,9 +384,13 @@ impl Revalidator {
             })
             .await;
             if !matches!(done, Ok(Ok(()))) {
-                tracing::debug!(key = %guard.key(), "Cache refresh failed");
+                tracing::debug!(key = %key, "Cache refresh failed");
             }
-            drop(guard);
+            // Not taken (the replay failed or bypassed the cache): release the waiters.
+            pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
         });
     }
 }
