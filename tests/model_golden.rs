@@ -29,6 +29,19 @@ fn model_json_matches_the_extractor() {
     assert_eq!(spec["input"]["dtype"], "float32");
 }
 
+/// The shipped model was measured row-independent by `train.py` (a URL's
+/// score does not change with its batch neighbours); the batcher relies on it.
+#[test]
+fn model_json_says_scores_are_row_independent() {
+    let spec: serde_json::Value = serde_json::from_str(&read("model.json")).unwrap();
+    let metrics = &spec["metrics"];
+    assert_eq!(metrics["row_independent"], true, "metrics.row_independent");
+    let drift = metrics["int8_batch32_vs_batch1_max_abs_diff"]
+        .as_f64()
+        .expect("metrics.int8_batch32_vs_batch1_max_abs_diff");
+    assert!(drift <= 1e-7, "measured batch drift {drift}");
+}
+
 #[test]
 fn rust_features_equal_python_features_bitwise() {
     let text = read("golden.jsonl");
