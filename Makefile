@@ -9,7 +9,7 @@ export ORT_DYLIB_PATH ?= $(abspath $(ORT_LIB))
 
 include models/model.mk
 
-.PHONY: run test build release onnxruntime bench-proxy clean-containers fmt lint
+.PHONY: run test build release onnxruntime bench-proxy bench-cache clean-containers fmt lint
 
 build:
 	$(CARGO) build
@@ -40,6 +40,10 @@ test: onnxruntime
 
 bench-proxy: release
 	bench/proxy.sh
+
+# Cache hit ratios (Zipf, in process, real Redis) and L1-hit throughput vs nginx proxy_cache.
+bench-cache: release
+	bench/cache.sh
 
 fmt:
 	$(CARGO) fmt --all

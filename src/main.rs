@@ -76,6 +76,26 @@ enum Command {
     },
     /// Run an inference worker (ONNX Runtime, dynamic batching), or tune one.
     Worker(Box<gantry::worker::WorkerArgs>),
+    /// Response cache tools.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Replay a JSONL file of requests through a running proxy to fill its cache.
+    Warm {
+        /// One request per line: {"path": "/v1/analyze", "body": {...}}.
+        file: PathBuf,
+        /// The proxy's traffic address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        proxy: String,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
 }
 
 /// The default config of `gantry up`: proxy, pool `analysis`, local workers.
@@ -135,6 +155,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
             println!("{}: ok", config.display());
+        }
+        Command::Cache {
+            command:
+                CacheCommand::Warm {
+                    file,
+                    proxy,
+                    concurrency,
+                },
+        } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let report = rt.block_on(gantry::cache::warm::replay(&proxy, &file, concurrency))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Up { config } => {
             let loaded = match &config {

@@ -56,6 +56,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Routes, longest prefix first.
     pub routes: Vec<RouteConfig>,
+    /// Response cache tiers.
+    pub cache: crate::cache::CacheConfig,
     /// The auto-scaler's settings, when the file has a `scaler:` section.
     pub scaler: Option<crate::scaler::config::ScalerConfig>,
 }
@@ -133,6 +135,8 @@ pub struct RouteConfig {
     pub pool: String,
     /// Non-GET requests may be retried.
     pub idempotent: bool,
+    /// Caching rules, when the route is cached.
+    pub cache: Option<crate::cache::RouteCache>,
 }
 
 /// Reads and validates a config file.
@@ -176,6 +180,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
         .into_iter()
         .map(|(name, p)| validate_pool(name, p, src, &mut errors))
         .collect();
+    let cache = crate::cache::config::validate(raw.cache, src, &mut errors);
     let mut routes = Vec::new();
     for (i, r) in raw.routes.into_iter().enumerate() {
         if !r.prefix.starts_with('/') {
@@ -185,10 +190,15 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             let msg = format!("no pool named `{}` (pools: {})", r.pool, names(&pools));
             errors.push(src.error(format!("routes[{i}].pool"), msg));
         }
+        let route_cache = r.cache.map(|c| {
+            let at = format!("routes[{i}].cache");
+            crate::cache::config::validate_route(&at, c, &cache, src, &mut errors)
+        });
         routes.push(RouteConfig {
             prefix: r.prefix,
             pool: r.pool,
             idempotent: r.idempotent,
+            cache: route_cache,
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -203,6 +213,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             threads: raw.threads,
             pools,
             routes,
+            cache,
             scaler,
         }),
         _ => Err(ConfigErrors(errors)),
@@ -320,6 +331,24 @@ mod tests {
                     && e.contains("routes[0].pool: no pool named `b`")),
             "{errs:#?}"
         );
+    }
+
+    #[test]
+    fn cache_sections_are_checked_and_located() {
+        let pool = "pools:\n  a:\n    backends: [{addr: '127.0.0.1:1'}]\n";
+        let text = format!("{pool}routes:\n  - prefix: /\n    pool: a\n    cache:\n      ttl: 0s\ncache:\n  memory: {{max_bytes: 0}}\n");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(errs[0].starts_with("g.yaml:10:") && errs[0].contains("cache.memory.max_bytes"));
+        assert!(errs[1].starts_with("g.yaml:8:") && errs[1].contains("routes[0].cache.ttl"));
+        let c = from_str(
+            Path::new("g.yaml"),
+            &format!("{pool}routes:\n  - {{prefix: /, pool: a, cache: {{ttl: 5s}}}}\n  - {{prefix: /b, pool: a}}\n"),
+        )
+        .unwrap();
+        let cached: Vec<bool> = c.routes.iter().map(|r| r.cache.is_some()).collect();
+        assert_eq!(cached, vec![false, true], "longest prefix first");
+        assert!(c.cache.redis.is_none() && c.cache.disk.is_some());
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct RawConfig {
     /// Path-prefix routes, longest prefix wins.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// The response cache tiers (memory and disk by default; Redis with a URL).
+    #[serde(default)]
+    pub cache: crate::cache::config::RawCache,
     /// The auto-scaler (`gantry up`, `gantry scaler`): policies and runtime. Default none.
     #[serde(default)]
     pub scaler: Option<crate::scaler::config::RawScaler>,
@@ -209,6 +212,9 @@ pub struct RawRoute {
     /// Whether non-GET requests may be retried (analysis calls are). Default false.
     #[serde(default)]
     pub idempotent: bool,
+    /// Response caching for this route; absent (the default) means not cached.
+    #[serde(default)]
+    pub cache: Option<crate::cache::config::RawRouteCache>,
 }
 
 fn default_listen() -> String {

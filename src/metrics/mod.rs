@@ -5,6 +5,7 @@
 //! cardinality: pool, backend address, outcome classes. Submodules hold the
 //! metrics of the other parts (cache, worker, scaler) so names stay together.
 
+pub mod cache;
 pub mod scaler;
 pub mod system;
 pub mod worker;

@@ -4,8 +4,10 @@
 //! to Prometheus as HTTP service discovery; `POST /admin/pools/{pool}/backends`
 //! with `{"addr": "host:port", "weight": 1}` adds one; `DELETE
 //! /admin/pools/{pool}/backends/{addr}` drains one; `GET /admin/scaler` lists
-//! the scaler's last decisions per pool. When a token is set,
-//! mutating calls need `Authorization: Bearer <token>`.
+//! the scaler's last decisions per pool. `GET /admin/cache` shows the cache
+//! tiers; `POST /admin/cache/purge` with `{"key": "pool:/path:hash"}`,
+//! `{"prefix": "pool:/path:"}` or `{"all": true}` purges every tier. When a
+//! token is set, mutating calls need `Authorization: Bearer <token>`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +29,23 @@ pub struct AdminState {
     pub pools: Arc<Pools>,
     /// Required bearer token for mutating calls, if any.
     pub token: Option<Arc<str>>,
+    /// The response cache, when on.
+    pub cache: Option<crate::cache::Cache>,
+}
+
+/// Body of `POST /admin/cache/purge`: exactly one of the fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// One key, as stored (`pool:/path:hash`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Every key starting with this (`pool:`, `pool:/path:`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Everything.
+    #[serde(default)]
+    pub all: bool,
 }
 
 /// One pool in `GET /admin/pools`.
@@ -98,6 +117,8 @@ pub fn router(state: AdminState) -> Router {
             "/admin/pools/{pool}/backends/{addr}",
             delete(remove_backend),
         )
+        .route("/admin/cache", get(cache_status))
+        .route("/admin/cache/purge", axum::routing::post(purge_cache))
         .with_state(state)
 }
 
@@ -215,4 +236,58 @@ async fn remove_backend(
             .into_response(),
         Err(e) => pool_error(e),
     }
+}
+
+async fn cache_status(State(state): State<AdminState>) -> Response {
+    let Some(cache) = &state.cache else {
+        return Json(serde_json::json!({ "enabled": false })).into_response();
+    };
+    let (entries, bytes) = cache.memory_usage();
+    let disk = cache
+        .disk_usage()
+        .map(|(entries, bytes)| serde_json::json!({ "entries": entries, "bytes": bytes }));
+    let circuit = cache
+        .redis_circuit()
+        .map(|c| format!("{c:?}").to_lowercase());
+    Json(serde_json::json!({
+        "enabled": true,
+        "memory": { "entries": entries, "bytes": bytes },
+        "disk": disk,
+        "redis_circuit": circuit,
+    }))
+    .into_response()
+}
+
+async fn purge_cache(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: Result<Json<PurgeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return *r;
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let what = match (req.key, req.prefix, req.all) {
+        (Some(k), None, false) => crate::cache::Purge::Key(k),
+        (None, Some(p), false) => crate::cache::Purge::Prefix(p),
+        (None, None, true) => crate::cache::Purge::All,
+        _ => {
+            let msg = "give exactly one of `key`, `prefix`, `all: true`";
+            return error(StatusCode::BAD_REQUEST, msg);
+        }
+    };
+    let Some(cache) = &state.cache else {
+        return error(StatusCode::NOT_FOUND, "the response cache is off");
+    };
+    tracing::info!(purge = ?what, "Cache purge");
+    let report = cache.purge(what).await;
+    let status = if report.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    (status, Json(report)).into_response()
 }

@@ -4,11 +4,13 @@
 //! - `pool` — backends and their state (health, ejection, draining, in-flight);
 //! - `balance` — the selection policies;
 //! - `health` — active checks;
+//! - `caching` — the response cache on the request path (key, hit, capture, stale);
 //! - `hold` — requests held while the scaler starts a first backend;
-//! - `admin` — the admin listener (metrics, health, backend API).
+//! - `admin` — the admin listener (metrics, health, backend API, cache purge).
 
 pub mod admin;
 pub mod balance;
+pub mod caching;
 pub mod health;
 pub mod hold;
 pub mod pool;
@@ -45,6 +47,9 @@ pub enum ProxyError {
     /// Pingora refused to build the server.
     #[error("cannot start the proxy server: {0}")]
     Server(String),
+    /// The response cache could not be opened.
+    #[error("cannot open the response cache: {0}")]
+    Cache(#[from] crate::cache::CacheError),
 }
 
 /// Runs admin API, health checks, system metrics and extra tasks on Pingora's background runtime.
@@ -91,6 +96,8 @@ pub struct Proxy {
     pools: Arc<Pools>,
     admin: std::net::TcpListener,
     extra: Vec<Task>,
+    /// The response cache, when enabled and some route uses it.
+    cache: Option<crate::cache::Cache>,
 }
 
 impl Proxy {
@@ -109,11 +116,23 @@ impl Proxy {
                 source,
             })?;
         let pools = Arc::new(Pools::from_config(&config));
+        let mut extra: Vec<Task> = Vec::new();
+        let cached = config.routes.iter().any(|r| r.cache.is_some());
+        let cache = if config.cache.enabled && cached {
+            let clock = Arc::new(crate::cache::SystemClock);
+            let (cache, worker) = crate::cache::Cache::open(&config.cache, clock)?;
+            // Connects Redis, warms memory from disk, writes disk, keeps gauges.
+            extra.push(Box::pin(worker.run()));
+            Some(cache)
+        } else {
+            None
+        };
         Ok(Proxy {
             config,
             pools,
             admin,
-            extra: Vec::new(),
+            extra,
+            cache,
         })
     }
 
@@ -143,7 +162,11 @@ impl Proxy {
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
-        let handler = service::Gantry::new(&self.config, self.pools.clone());
+        let mut handler = service::Gantry::new(&self.config, self.pools.clone());
+        if let Some(cache) = &self.cache {
+            let front = caching::CacheFront::new(cache.clone(), self.config.listen);
+            handler = handler.with_cache(Arc::new(front));
+        }
         let mut svc = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
             handler,
@@ -156,6 +179,7 @@ impl Proxy {
             state: admin::AdminState {
                 pools: self.pools.clone(),
                 token: self.config.admin_token.as_deref().map(Arc::from),
+                cache: self.cache.clone(),
             },
             extra: Mutex::new(self.extra),
         };

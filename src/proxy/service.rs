@@ -4,6 +4,10 @@
 //! failure or reset retry elsewhere (fail_to_connect / error_while_proxy) ->
 //! record the outcome (upstream_response_filter, logging). Errors the proxy
 //! answers itself (404, 413, 503, 504) carry a short text body.
+//!
+//! On cached routes `request_filter` also keys and looks the request up
+//! (`caching`); the response phases capture a miss for storing, and
+//! `fail_to_proxy` (or an empty pool) serves a stale copy when there is one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,15 +21,21 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 
+use super::caching::{self, CacheFront, CacheState};
 use super::hold::Held;
 use super::pool::{Lease, Pool, Pools};
+use crate::cache::RouteCache;
 use crate::config::{Config, RouteConfig};
 use crate::metrics;
 
 /// The proxy's request handler: routes, pools and their state.
 pub struct Gantry {
     routes: Vec<RouteConfig>,
+    /// Each route's cache rules, by route index.
+    route_caches: Vec<Option<Arc<RouteCache>>>,
     pools: Arc<Pools>,
+    /// The response cache, when any route is cached.
+    cache: Option<Arc<CacheFront>>,
 }
 
 /// Per-request state.
@@ -39,6 +49,8 @@ pub struct Ctx {
     body_bytes: u64,
     response_started: bool,
     upstream_status: Option<u16>,
+    /// Cache state on cached routes.
+    cache: Option<CacheState>,
     _active: ActiveGuard,
 }
 
@@ -63,12 +75,27 @@ impl Gantry {
     pub fn new(config: &Config, pools: Arc<Pools>) -> Gantry {
         Gantry {
             routes: config.routes.clone(),
+            route_caches: config
+                .routes
+                .iter()
+                .map(|r| r.cache.clone().map(Arc::new))
+                .collect(),
             pools,
+            cache: None,
         }
     }
 
-    fn route(&self, path: &str) -> Option<&RouteConfig> {
-        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+    /// Serves cached routes from `front`.
+    pub fn with_cache(mut self, front: Arc<CacheFront>) -> Gantry {
+        self.cache = Some(front);
+        self
+    }
+
+    fn route(&self, path: &str) -> Option<(usize, &RouteConfig)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| path.starts_with(&r.prefix))
     }
 
     fn pool_label(ctx: &Ctx) -> &str {
@@ -104,6 +131,23 @@ impl Gantry {
         let ok = matches!(outcome, "ok");
         pool.record_outcome(&lease.backend, ok, Instant::now());
         lease.backend.count_outcome(outcome);
+    }
+
+    /// Serves the request's stale-if-error copy, if it has one; true when served.
+    async fn serve_stale(&self, session: &mut Session, ctx: &mut Ctx) -> bool {
+        let (Some(front), Some(stale)) =
+            (&self.cache, ctx.cache.as_mut().and_then(|c| c.stale.take()))
+        else {
+            return false;
+        };
+        let now = front.cache.clock().now_ms();
+        match caching::serve(session, &stale, "STALE", now).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "Writing a stale response failed");
+                false
+            }
+        }
     }
 
     fn may_retry(&self, session: &Session, ctx: &Ctx) -> bool {
@@ -144,13 +188,14 @@ impl ProxyHttp for Gantry {
             body_bytes: 0,
             response_started: false,
             upstream_status: None,
+            cache: None,
             _active: ActiveGuard::new(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let path = session.req_header().uri.path().to_string();
-        let Some(route) = self.route(&path) else {
+        let Some((index, route)) = self.route(&path) else {
             return Self::reject(
                 session,
                 ctx,
@@ -177,6 +222,11 @@ impl ProxyHttp for Gantry {
             let msg = format!("request body larger than {limit} bytes");
             return Self::reject(session, ctx, 413, "too_large", msg).await;
         }
+        if let (Some(front), Some(rules)) = (&self.cache, &self.route_caches[index]) {
+            if front.request(session, rules, &pool, &mut ctx.cache).await? {
+                return Ok(true);
+            }
+        }
         if !pool.has_eligible(Instant::now()) {
             let (reason, msg) = match pool.hold.wait(&pool).await {
                 Held::Ready => return Ok(false),
@@ -184,6 +234,9 @@ impl ProxyHttp for Gantry {
                 Held::Full => ("hold_full", "too many requests waiting for pool"),
                 Held::TimedOut => ("hold_timeout", "no backend started in time for pool"),
             };
+            if self.serve_stale(session, ctx).await {
+                return Ok(true);
+            }
             let msg = format!("{msg} {}", pool.name);
             return Self::reject(session, ctx, 503, reason, msg).await;
         }
@@ -281,7 +334,45 @@ impl ProxyHttp for Gantry {
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
         self.finish_attempt(ctx, if status >= 500 { "http_5xx" } else { "ok" });
+        if let Some(c) = &mut ctx.cache {
+            c.on_response_header(resp);
+        }
         Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _s: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        req.remove_header(caching::REVALIDATE_HEADER);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _s: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(c) = &ctx.cache {
+            resp.insert_header("x-cache", c.x_cache)?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _s: &mut Session,
+        body: &mut Option<Bytes>,
+        end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let (Some(c), Some(front)) = (&mut ctx.cache, &self.cache) {
+            c.on_body(body, end, &front.cache);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
@@ -289,6 +380,17 @@ impl ProxyHttp for Gantry {
         Ctx: Send + Sync,
     {
         self.finish_attempt(ctx, outcome_of(e));
+        let client_side = e.esource() == &ErrorSource::Downstream
+            || matches!(e.etype(), ErrorType::HTTPStatus(c) if *c < 500);
+        if !client_side
+            && session.response_written().is_none()
+            && self.serve_stale(session, ctx).await
+        {
+            return FailToProxy {
+                error_code: 200,
+                can_reuse_downstream: false,
+            };
+        }
         let (code, msg) = match e.etype() {
             ErrorType::HTTPStatus(413) => (413, "request body too large".to_string()),
             ErrorType::HTTPStatus(c) => (

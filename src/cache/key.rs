@@ -1,0 +1,201 @@
+//! The cache key: `pool:path:hash`, where the hash covers everything else that makes a response.
+//!
+//! The readable `pool:path:` part lets operators purge by prefix (a pool, or
+//! one path of it). The blake3 hash covers method, pool, path, query, the
+//! configured vary headers and the body. A JSON body is parsed and written
+//! back with sorted keys and no whitespace, so `{"b":1, "a":2}` and
+//! `{"a":2,"b":1}` share a key; any other body is hashed as it is.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+/// A cache key, cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(Arc<str>);
+
+impl CacheKey {
+    /// The key as stored in every tier.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A key from its stored form (for purge by key and warming).
+    pub fn from_stored(s: &str) -> CacheKey {
+        CacheKey(Arc::from(s))
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a key is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyParts<'a> {
+    /// HTTP method, upper case.
+    pub method: &'a str,
+    /// Pool the route sends to.
+    pub pool: &'a str,
+    /// URI path.
+    pub path: &'a str,
+    /// URI query, without `?`.
+    pub query: Option<&'a str>,
+    /// The configured vary headers: lower-case name and value (`None` when absent).
+    pub vary: &'a [(&'a str, Option<&'a [u8]>)],
+    /// Request body (empty for GET).
+    pub body: &'a [u8],
+}
+
+impl KeyParts<'_> {
+    /// The key for these parts.
+    pub fn key(&self) -> CacheKey {
+        let mut h = blake3::Hasher::new();
+        let mut field = |b: &[u8]| {
+            h.update(&(b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        field(self.method.as_bytes());
+        field(self.pool.as_bytes());
+        field(self.path.as_bytes());
+        field(self.query.unwrap_or("").as_bytes());
+        for (name, value) in self.vary {
+            field(name.as_bytes());
+            match value {
+                Some(v) => field(&[&[1u8][..], v].concat()),
+                None => field(&[0u8]),
+            }
+        }
+        field(&normalise_body(self.body));
+        let hash = h.finalize().to_hex();
+        CacheKey(Arc::from(format!("{}:{}:{}", self.pool, self.path, hash)))
+    }
+}
+
+/// A JSON body rewritten with sorted keys and no whitespace; other bodies unchanged.
+pub fn normalise_body(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 1);
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) if !body.is_empty() => {
+            out.push(b'j');
+            write_canonical(&v, &mut out);
+        }
+        _ => {
+            out.push(b'r');
+            out.extend_from_slice(body);
+        }
+    }
+    out
+}
+
+/// Writes `v` with object keys sorted, whatever map type serde_json was built with.
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                scalar(&Value::String(k.clone()), out);
+                out.push(b':');
+                write_canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        other => scalar(other, out),
+    }
+}
+
+fn scalar(v: &Value, out: &mut Vec<u8>) {
+    // Writing a scalar Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(method: &str, path: &str, query: Option<&str>, body: &str) -> CacheKey {
+        KeyParts {
+            method,
+            pool: "analysis",
+            path,
+            query,
+            vary: &[],
+            body: body.as_bytes(),
+        }
+        .key()
+    }
+
+    fn check_same(a: &str, b: &str, same: bool) {
+        let (ka, kb) = (key("POST", "/v1", None, a), key("POST", "/v1", None, b));
+        assert_eq!(ka == kb, same, "{a} vs {b}");
+    }
+
+    #[test]
+    fn json_bodies_are_normalised() {
+        check_same(r#"{"a":1,"b":2}"#, r#"{ "b": 2,  "a": 1 }"#, true);
+        check_same(
+            r#"{"x":{"b":[1,2],"a":null}}"#,
+            "{\"x\":{\"a\":null,\n\"b\":[1, 2]}}",
+            true,
+        );
+        check_same(r#"{"a":1}"#, r#"{"a":2}"#, false);
+        check_same(r#"[1,2]"#, r#"[2,1]"#, false);
+        check_same(r#"{"a":"1"}"#, r#"{"a":1}"#, false);
+    }
+
+    #[test]
+    fn non_json_bodies_are_hashed_raw() {
+        check_same("url=a b", "url=a b", true);
+        check_same("url=a b", "url=a  b", false);
+        // A raw body never collides with the JSON it might look like.
+        check_same("", "\"\"", false);
+    }
+
+    #[test]
+    fn method_path_query_and_vary_separate_keys() {
+        let base = key("GET", "/v1/a", Some("x=1"), "");
+        assert_ne!(base, key("HEAD", "/v1/a", Some("x=1"), ""));
+        assert_ne!(base, key("GET", "/v1/b", Some("x=1"), ""));
+        assert_ne!(base, key("GET", "/v1/a", Some("x=2"), ""));
+        assert_ne!(base, key("GET", "/v1/a", None, ""));
+        let with = |v: Option<&[u8]>| {
+            KeyParts {
+                method: "GET",
+                pool: "analysis",
+                path: "/v1/a",
+                query: Some("x=1"),
+                vary: &[("accept-language", v)],
+                body: b"",
+            }
+            .key()
+        };
+        assert_ne!(with(Some(b"en")), with(Some(b"de")));
+        assert_ne!(with(None), with(Some(b"")));
+        assert_eq!(with(Some(b"en")), with(Some(b"en")));
+    }
+
+    #[test]
+    fn key_starts_with_pool_and_path_for_prefix_purge() {
+        let k = key("POST", "/v1/analyze", None, "{}");
+        assert!(k.as_str().starts_with("analysis:/v1/analyze:"), "{k}");
+        assert_eq!(k.as_str().len(), "analysis:/v1/analyze:".len() + 64);
+    }
+}

@@ -1,0 +1,397 @@
+//! Unit tests of the tiered front with the in-memory Redis stand-in, a real redb file and a manual clock.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::breaker::CircuitState;
+use super::clock::{Clock, ManualClock};
+use super::config::{DiskConfig, EvictionPolicyKind, MemoryConfig, RedisConfig};
+use super::entry::tests::sample;
+use super::entry::CachedResponse;
+use super::key::CacheKey;
+use super::redis::{MemoryRemote, RemoteMode, RemoteStore};
+use super::tiered::{Cache, Lookup, Parts, Purge};
+
+struct Rig {
+    cache: Option<Cache>,
+    worker: tokio::task::JoinHandle<()>,
+    remote: Arc<MemoryRemote>,
+    clock: Arc<ManualClock>,
+}
+
+fn redis_cfg() -> RedisConfig {
+    RedisConfig {
+        url: "redis://unused".into(),
+        pool_size: 1,
+        connect_timeout: Duration::from_millis(100),
+        command_timeout: Duration::from_millis(20),
+        failure_threshold: 3,
+        cooldown: Duration::from_secs(2),
+        key_prefix: "g:".into(),
+        purge_timeout: Duration::from_secs(1),
+    }
+}
+
+fn rig_with(
+    dir: &tempfile::TempDir,
+    remote: Arc<MemoryRemote>,
+    clock: Arc<ManualClock>,
+    coalesce_wait: Duration,
+) -> Rig {
+    let parts = Parts {
+        memory: MemoryConfig {
+            max_bytes: 1 << 20,
+            eviction: EvictionPolicyKind::TinyLfu,
+        },
+        redis: Some((remote.clone() as Arc<dyn RemoteStore>, redis_cfg())),
+        disk: Some(DiskConfig {
+            path: dir.path().join("l3.redb"),
+            max_bytes: 1 << 20,
+            zstd_level: 3,
+            warm_entries: 0,
+        }),
+        coalesce_wait,
+    };
+    let (cache, worker) = Cache::from_parts(parts, 0, clock.clone()).unwrap();
+    Rig {
+        cache: Some(cache),
+        worker: tokio::spawn(worker.run()),
+        remote,
+        clock,
+    }
+}
+
+fn rig(dir: &tempfile::TempDir) -> Rig {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    rig_with(dir, Arc::default(), clock, Duration::from_secs(30))
+}
+
+impl Rig {
+    fn cache(&self) -> &Cache {
+        self.cache.as_ref().unwrap()
+    }
+
+    /// Drops the cache and waits for its worker, releasing the disk file.
+    async fn close(mut self) -> (Arc<MemoryRemote>, Arc<ManualClock>) {
+        self.cache.take();
+        self.worker.await.unwrap();
+        (self.remote, self.clock)
+    }
+
+    async fn lookup(&self, key: &CacheKey) -> Lookup {
+        self.cache().lookup(key).await
+    }
+
+    /// Fills `key` as a proxy would after a backend answer.
+    async fn fill(&self, key: &CacheKey, entry: CachedResponse) {
+        match self.lookup(key).await {
+            Lookup::Miss(m) => m.fill.expect("first miss fills").fill(entry).await,
+            Lookup::Hit(_) => panic!("expected a miss for {key}"),
+        }
+        self.cache().sync_disk().await;
+    }
+
+    fn entry(&self, body: &str, ttl_ms: u64) -> CachedResponse {
+        sample(body, self.clock.now_ms(), ttl_ms)
+    }
+}
+
+fn key(s: &str) -> CacheKey {
+    CacheKey::from_stored(&format!("pool:/v1:{s}"))
+}
+
+fn x_cache(l: &Lookup) -> &'static str {
+    match l {
+        Lookup::Hit(h) => h.x_cache(),
+        Lookup::Miss(_) => "MISS",
+    }
+}
+
+/// Polls until spawned work (L2 writes, a waiter queuing) shows; the pause
+/// only paces the polling, and the bound only catches a hang.
+async fn settle_until(mut done: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("spawned work did not finish");
+}
+
+#[tokio::test]
+async fn miss_fill_then_hit_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(&dir);
+    r.fill(&key("a"), r.entry("one", 60_000)).await;
+    let l = r.lookup(&key("a")).await;
+    assert_eq!(x_cache(&l), "HIT-L1");
+    let Lookup::Hit(h) = l else { unreachable!() };
+    assert_eq!(h.entry.body, "one");
+    settle_until(|| r.remote.keys() == vec!["g:pool:/v1:a"]).await;
+    assert_eq!(
+        r.cache().disk_usage().unwrap().0,
+        1,
+        "written through to disk"
+    );
+}
+
+#[tokio::test]
+async fn lower_tier_hits_are_promoted_upward() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(&dir);
+    r.fill(&key("a"), r.entry("one", 60_000)).await;
+    settle_until(|| r.remote.keys().len() == 1).await;
+    let (remote, clock) = r.close().await;
+
+    // A new process sharing the Redis: L2 answers, then L1 has it.
+    let r = rig_with(&dir, remote, clock.clone(), Duration::from_secs(30));
+    assert_eq!(x_cache(&r.lookup(&key("a")).await), "HIT-L2");
+    assert_eq!(x_cache(&r.lookup(&key("a")).await), "HIT-L1");
+    let (_, clock) = r.close().await;
+
+    // A new process with an empty Redis: L3 answers and fills L1 and L2.
+    let r = rig_with(&dir, Arc::default(), clock, Duration::from_secs(30));
+    assert_eq!(x_cache(&r.lookup(&key("a")).await), "HIT-L3");
+    settle_until(|| r.remote.keys().len() == 1).await;
+    assert_eq!(x_cache(&r.lookup(&key("a")).await), "HIT-L1");
+}
+
+#[tokio::test]
+async fn entries_expire_by_the_cache_clock_in_every_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(&dir);
+    r.fill(&key("a"), r.entry("one", 1000)).await;
+    r.clock.advance(Duration::from_millis(999));
+    assert_eq!(x_cache(&r.lookup(&key("a")).await), "HIT-L1");
+    r.clock.advance(Duration::from_millis(1));
+    assert_eq!(x_cache(&r.lookup(&key("a")).await), "MISS");
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_serves_stale_and_hands_out_one_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(&dir);
+    let mut e = r.entry("old", 1000);
+    e.stale_while_revalidate_ms = 10_000;
+    r.fill(&key("a"), e).await;
+    r.clock.advance(Duration::from_secs(2));
+    let Lookup::Hit(first) = r.lookup(&key("a")).await else {
+        panic!("stale entry should be served")
+    };
+    assert_eq!(
+        (first.x_cache(), first.revalidate.is_some()),
+        ("STALE", true)
+    );
+    let Lookup::Hit(second) = r.lookup(&key("a")).await else {
+        panic!("stale entry should be served")
+    };
+    assert!(second.revalidate.is_none(), "one refresh at a time");
+    first.revalidate.unwrap().fill(r.entry("new", 1000)).await;
+    let Lookup::Hit(h) = r.lookup(&key("a")).await else {
+        panic!("refreshed")
+    };
+    assert_eq!((h.x_cache(), &h.entry.body[..]), ("HIT-L1", &b"new"[..]));
+}
+
+#[tokio::test]
+async fn stale_if_error_comes_back_with_the_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(&dir);
+    let mut e = r.entry("old", 1000);
+    e.stale_if_error_ms = 10_000;
+    r.fill(&key("a"), e).await;
+    r.clock.advance(Duration::from_secs(2));
+    let Lookup::Miss(m) = r.lookup(&key("a")).await else {
+        panic!("past the TTL without swr is a miss")
+    };
+    assert_eq!(m.stale.unwrap().body, "old");
+    drop(m.fill.expect("this miss fills")); // the backend failed
+    r.clock.advance(Duration::from_secs(9));
+    let Lookup::Miss(m) = r.lookup(&key("a")).await else {
+        panic!("miss")
+    };
+    assert!(m.stale.is_none(), "past the stale-if-error window");
+}
+
+#[tokio::test]
+async fn hundred_identical_misses_make_one_fill() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Arc::new(rig(&dir));
+    let fills = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (r, fills) = (r.clone(), fills.clone());
+        tasks.push(tokio::spawn(async move {
+            match r.lookup(&key("hot")).await {
+                Lookup::Miss(m) => {
+                    fills.fetch_add(1, Ordering::SeqCst);
+                    // Let the others queue up behind this fill before it lands.
+                    for _ in 0..50 {
+                        tokio::task::yield_now().await;
+                    }
+                    m.fill
+                        .expect("the one miss fills")
+                        .fill(r.entry("v", 60_000))
+                        .await;
+                    "MISS"
+                }
+                Lookup::Hit(h) => h.x_cache(),
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    assert_eq!(fills.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.iter().filter(|s| **s == "MISS").count(), 1);
+    assert!(
+        seen.iter().all(|s| *s == "MISS" || *s == "HIT-L1"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_fill_releases_the_waiters_to_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Arc::new(rig(&dir));
+    let Lookup::Miss(lead) = r.lookup(&key("a")).await else {
+        panic!("miss")
+    };
+    let r2 = r.clone();
+    let follower = tokio::spawn(async move { r2.lookup(&key("a")).await });
+    settle_until(|| r.cache().waiters(&key("a")) == 1).await;
+    drop(lead); // e.g. the response was a 500
+    let Lookup::Miss(m) = follower.await.unwrap() else {
+        panic!("nothing was stored")
+    };
+    assert!(
+        m.fill.is_none(),
+        "a released waiter does not become a filler"
+    );
+}
+
+#[tokio::test]
+async fn the_coalescing_wait_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let r = rig_with(&dir, Arc::default(), clock, Duration::from_millis(10));
+    let Lookup::Miss(_lead) = r.lookup(&key("a")).await else {
+        panic!("miss")
+    };
+    let Lookup::Miss(m) = r.lookup(&key("a")).await else {
+        panic!("the filler never finishes")
+    };
+    assert!(m.fill.is_none());
+}
+
+#[tokio::test]
+async fn redis_down_or_hanging_is_bypassed() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(&dir);
+    r.fill(&key("a"), r.entry("one", 60_000)).await;
+    for mode in [RemoteMode::Down, RemoteMode::Hang] {
+        r.remote.set_mode(mode);
+        for i in 0..10 {
+            let k = key(&format!("{mode:?}{i}"));
+            assert_eq!(x_cache(&r.lookup(&k).await), "MISS");
+        }
+        assert_eq!(
+            r.cache().redis_circuit(),
+            Some(CircuitState::Open),
+            "{mode:?}"
+        );
+        let calls = r.remote.calls.load(Ordering::SeqCst);
+        assert_eq!(x_cache(&r.lookup(&key("a")).await), "HIT-L1");
+        r.fill(&key(&format!("{mode:?}-new")), r.entry("x", 60_000))
+            .await;
+        assert_eq!(
+            r.remote.calls.load(Ordering::SeqCst),
+            calls,
+            "open: Redis not called"
+        );
+        // Redis comes back: after the cool-down the probe closes the circuit.
+        r.remote.set_mode(RemoteMode::Up);
+        r.clock.advance(Duration::from_secs(2));
+        assert_eq!(x_cache(&r.lookup(&key("b")).await), "MISS");
+        assert_eq!(r.cache().redis_circuit(), Some(CircuitState::Closed));
+    }
+}
+
+#[tokio::test]
+async fn purge_by_key_prefix_and_all_reaches_every_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(&dir);
+    let keys = ["a:/x:1", "a:/x:2", "a:/y:3", "b:/x:4"].map(CacheKey::from_stored);
+    for k in &keys {
+        r.fill(k, r.entry(k.as_str(), 60_000)).await;
+    }
+    settle_until(|| r.remote.keys().len() == 4).await;
+    let rep = r.cache().purge(Purge::Key("a:/x:1".into())).await;
+    assert_eq!((rep.l1, rep.l2, rep.l3), (1, Some(1), Some(1)), "{rep:?}");
+    let rep = r.cache().purge(Purge::Prefix("a:".into())).await;
+    assert_eq!((rep.l1, rep.l2, rep.l3), (2, Some(2), Some(2)), "{rep:?}");
+    assert_eq!(x_cache(&r.lookup(&keys[1]).await), "MISS");
+    assert_eq!(x_cache(&r.lookup(&keys[3]).await), "HIT-L1");
+    let rep = r.cache().purge(Purge::All).await;
+    assert_eq!((rep.l1, rep.l2, rep.l3), (1, Some(1), Some(1)), "{rep:?}");
+    assert!(rep.errors.is_empty());
+    assert!(r.remote.keys().is_empty());
+    assert_eq!(x_cache(&r.lookup(&keys[3]).await), "MISS");
+}
+
+#[tokio::test]
+async fn purge_reports_a_failing_tier_and_still_clears_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(&dir);
+    r.fill(&key("a"), r.entry("one", 60_000)).await;
+    r.remote.set_mode(RemoteMode::Down);
+    let rep = r.cache().purge(Purge::All).await;
+    assert_eq!((rep.l1, rep.l2, rep.l3), (1, None, Some(1)));
+    assert!(rep.errors[0].starts_with("l2:"), "{rep:?}");
+}
+
+#[tokio::test]
+async fn memory_is_warmed_with_the_most_hit_disk_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(&dir);
+    for i in 0..3 {
+        r.fill(&key(&i.to_string()), r.entry("v", 60_000)).await;
+    }
+    let (_, clock) = r.close().await;
+    // Keys 1 and 2 are read from disk once each (an empty Redis, a cold L1).
+    let r = rig_with(&dir, Arc::default(), clock, Duration::from_secs(30));
+    assert_eq!(x_cache(&r.lookup(&key("1")).await), "HIT-L3");
+    assert_eq!(x_cache(&r.lookup(&key("2")).await), "HIT-L3");
+    let (_, clock) = r.close().await;
+    let r = rig_with(&dir, Arc::default(), clock, Duration::from_secs(30));
+    assert_eq!(r.cache().warm_from_disk(2).await, 2);
+    assert_eq!(x_cache(&r.lookup(&key("1")).await), "HIT-L1");
+    assert_eq!(x_cache(&r.lookup(&key("2")).await), "HIT-L1");
+    assert_eq!(x_cache(&r.lookup(&key("0")).await), "HIT-L3");
+}
+
+#[tokio::test]
+async fn a_purge_cancels_the_storing_of_fills_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Arc::new(rig(&dir));
+    let Lookup::Miss(lead) = r.lookup(&key("a")).await else {
+        panic!("miss")
+    };
+    let r2 = r.clone();
+    let follower = tokio::spawn(async move { r2.lookup(&key("a")).await });
+    settle_until(|| r.cache().waiters(&key("a")) == 1).await;
+    r.cache().purge(Purge::All).await;
+    lead.fill.unwrap().fill(r.entry("old", 60_000)).await;
+    let Lookup::Hit(h) = follower.await.unwrap() else {
+        panic!("the waiter still gets the answer it waited for")
+    };
+    assert_eq!(h.entry.body, "old");
+    assert_eq!(
+        x_cache(&r.lookup(&key("a")).await),
+        "MISS",
+        "but it is not stored"
+    );
+}

@@ -1,0 +1,695 @@
+//! The cache front: lookup through the tiers, coalescing of identical misses, staleness, store, purge, warm.
+//!
+//! **Lookup.** L1, then L2, then L3; the first fresh copy wins and is copied
+//! into the tiers above it. A stale copy inside its stale-while-revalidate
+//! window is served, and the first caller to see it gets a [`FillGuard`] to
+//! refresh it; one inside only its stale-if-error window comes back with the
+//! miss, for the proxy to serve if the backend fails.
+//!
+//! **Coalescing.** The first caller to miss a key gets the key's
+//! [`FillGuard`]; later callers wait on a watch channel for up to
+//! `coalesce_wait`. `FillGuard::fill` stores the response and hands it to the
+//! waiters; a guard dropped without a fill (the response was not cacheable,
+//! the backend failed) releases them to try L1 once more and then go to the
+//! backend themselves. A caller that becomes the filler re-checks L1 first,
+//! closing the gap between its miss and a fill that finished meanwhile.
+//!
+//! **Store.** L1 at once; L2 on a spawned task (through the breaker); L3
+//! through a bounded queue drained in batches by the [`Worker`]. A full
+//! queue drops the write: the response path never waits on a lower tier.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::clock::Clock;
+use super::config::{CacheConfig, DiskConfig, MemoryConfig, RedisConfig};
+use super::disk::DiskTier;
+use super::entry::{CachedResponse, Freshness};
+use super::key::CacheKey;
+use super::memory::MemoryTier;
+use super::redis::{FredStore, RedisTier, RemoteLookup, RemoteStore};
+use super::CacheError;
+use crate::metrics::cache as m;
+
+/// Most entries written to disk in one transaction.
+const DISK_BATCH: usize = 256;
+/// Disk writes queued before new ones are dropped.
+const DISK_QUEUE: usize = 8192;
+
+/// Where a hit came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Memory.
+    L1,
+    /// Redis.
+    L2,
+    /// Disk.
+    L3,
+}
+
+impl Tier {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Tier::L1 => "l1",
+            Tier::L2 => "l2",
+            Tier::L3 => "l3",
+        }
+    }
+}
+
+/// A response to serve from cache.
+pub struct Hit {
+    /// The stored response.
+    pub entry: Arc<CachedResponse>,
+    /// The tier it was found in (L1 for a coalesced wait).
+    pub tier: Tier,
+    /// Past its TTL, served inside the stale-while-revalidate window.
+    pub stale: bool,
+    /// Got by waiting for another request's fill.
+    pub coalesced: bool,
+    /// Set on one stale hit: the caller should refresh the entry, then drop this.
+    pub revalidate: Option<FillGuard>,
+}
+
+impl Hit {
+    /// The `X-Cache` value.
+    pub fn x_cache(&self) -> &'static str {
+        match (self.stale, self.tier) {
+            (true, _) => "STALE",
+            (false, Tier::L1) => "HIT-L1",
+            (false, Tier::L2) => "HIT-L2",
+            (false, Tier::L3) => "HIT-L3",
+        }
+    }
+}
+
+/// Nothing to serve: go to the backend.
+pub struct Miss {
+    /// Present when this caller fills the key for everyone waiting on it.
+    pub fill: Option<FillGuard>,
+    /// A stale copy inside its stale-if-error window, to serve if the backend fails.
+    pub stale: Option<Arc<CachedResponse>>,
+}
+
+/// The answer of [`Cache::lookup`].
+pub enum Lookup {
+    /// Serve from cache.
+    Hit(Hit),
+    /// Go to the backend.
+    Miss(Miss),
+}
+
+/// What to purge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// One key, as stored (`pool:path:hash`).
+    Key(String),
+    /// Every key starting with this (`pool:`, `pool:/path:`).
+    Prefix(String),
+    /// Everything.
+    All,
+}
+
+/// What a purge removed, per tier (`None`: tier off or failed, see `errors`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Entries removed from memory.
+    pub l1: u64,
+    /// Keys removed from Redis.
+    pub l2: Option<u64>,
+    /// Entries removed from disk.
+    pub l3: Option<u64>,
+    /// Tiers that could not be purged, and why.
+    pub errors: Vec<String>,
+}
+
+type Inflight = Mutex<HashMap<CacheKey, watch::Sender<Option<Arc<CachedResponse>>>>>;
+
+enum DiskOp {
+    Put(CacheKey, Arc<CachedResponse>),
+    Barrier(oneshot::Sender<()>),
+}
+
+struct Inner {
+    l1: MemoryTier,
+    l2: Option<Arc<RedisTier>>,
+    l3: Option<Arc<DiskTier>>,
+    disk_tx: Option<mpsc::Sender<DiskOp>>,
+    inflight: Inflight,
+    coalesce_wait: Duration,
+    clock: Arc<dyn Clock>,
+    /// Bumped by every purge: responses requested before it are not stored after it.
+    generation: AtomicU64,
+    /// Dropped with the last `Cache` clone, which tells the worker to stop.
+    _alive: oneshot::Sender<()>,
+}
+
+/// The tiered cache; cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+/// The right to fill one key; waiters are released when it is filled or dropped.
+pub struct FillGuard {
+    inner: Arc<Inner>,
+    key: CacheKey,
+    /// The purge generation when the fill began.
+    generation: u64,
+}
+
+/// The tiers to build a [`Cache`] from.
+pub struct Parts {
+    /// L1 settings.
+    pub memory: MemoryConfig,
+    /// L2: a store and its settings.
+    pub redis: Option<(Arc<dyn RemoteStore>, RedisConfig)>,
+    /// L3 settings.
+    pub disk: Option<DiskConfig>,
+    /// Bounded wait for an identical in-flight miss.
+    pub coalesce_wait: Duration,
+}
+
+/// Background work of a cache: connects L2, warms L1, writes L3, keeps gauges.
+pub struct Worker {
+    cache: Cache,
+    disk_rx: Option<mpsc::Receiver<DiskOp>>,
+    /// Resolves when the cache is dropped.
+    closed: oneshot::Receiver<()>,
+    redis: Option<Arc<dyn RemoteStore>>,
+    warm_entries: usize,
+    maintain_every: Duration,
+}
+
+impl Cache {
+    /// Builds the tiers `cfg` asks for (Redis through fred).
+    pub fn open(cfg: &CacheConfig, clock: Arc<dyn Clock>) -> Result<(Cache, Worker), CacheError> {
+        let redis = match &cfg.redis {
+            Some(r) => Some((
+                Arc::new(FredStore::connect(r)?) as Arc<dyn RemoteStore>,
+                r.clone(),
+            )),
+            None => None,
+        };
+        let parts = Parts {
+            memory: cfg.memory.clone(),
+            redis,
+            disk: cfg.disk.clone(),
+            coalesce_wait: cfg.coalesce_wait,
+        };
+        let warm = cfg.disk.as_ref().map_or(0, |d| d.warm_entries);
+        Cache::from_parts(parts, warm, clock)
+    }
+
+    /// Builds a cache from explicit tiers (tests, benchmarks).
+    pub fn from_parts(
+        parts: Parts,
+        warm_entries: usize,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Cache, Worker), CacheError> {
+        let l3 = match &parts.disk {
+            Some(d) => Some(Arc::new(DiskTier::open(d, clock.clone())?)),
+            None => None,
+        };
+        let (disk_tx, disk_rx) = match l3 {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(DISK_QUEUE);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let store = parts.redis.as_ref().map(|(s, _)| s.clone());
+        let (alive, closed) = oneshot::channel();
+        let l2 = parts
+            .redis
+            .map(|(s, c)| Arc::new(RedisTier::new(s, &c, clock.clone())));
+        let cache = Cache {
+            inner: Arc::new(Inner {
+                l1: MemoryTier::new(&parts.memory, clock.clone()),
+                l2,
+                l3,
+                disk_tx,
+                inflight: Mutex::new(HashMap::new()),
+                coalesce_wait: parts.coalesce_wait,
+                clock,
+                generation: AtomicU64::new(0),
+                _alive: alive,
+            }),
+        };
+        let worker = Worker {
+            cache: cache.clone(),
+            disk_rx,
+            closed,
+            redis: store,
+            warm_entries,
+            maintain_every: Duration::from_secs(5),
+        };
+        Ok((cache, worker))
+    }
+
+    /// The cache clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The Redis tier's circuit, when L2 is on.
+    pub fn redis_circuit(&self) -> Option<super::breaker::CircuitState> {
+        self.inner.l2.as_ref().map(|r| r.circuit())
+    }
+
+    /// Waits up to `within` for Redis to connect; true when it did or L2 is off.
+    pub async fn redis_ready(&self, within: Duration) -> bool {
+        match &self.inner.l2 {
+            Some(l2) => l2.ready(within).await,
+            None => true,
+        }
+    }
+
+    /// Finds `key`, or makes the caller its filler, or waits for the filler.
+    pub async fn lookup(&self, key: &CacheKey) -> Lookup {
+        let now = self.inner.clock.now_ms();
+        let mut stale = None;
+        if let Some((entry, tier)) = self.find(key).await {
+            match entry.freshness(now) {
+                Freshness::Fresh => return Lookup::Hit(hit(entry, tier, false)),
+                Freshness::StaleWhileRevalidate => {
+                    let mut h = hit(entry, tier, false);
+                    h.stale = true;
+                    h.revalidate = self.inner.lead(key).ok();
+                    return Lookup::Hit(h);
+                }
+                Freshness::StaleIfError => stale = Some(entry),
+                Freshness::Dead => {}
+            }
+        }
+        match self.inner.lead(key) {
+            Ok(fill) => match self.fresh_in_l1(key).await {
+                Some(entry) => {
+                    fill.fill_l1_only(entry.clone());
+                    Lookup::Hit(hit(entry, Tier::L1, false))
+                }
+                None => Lookup::Miss(Miss {
+                    fill: Some(fill),
+                    stale,
+                }),
+            },
+            Err(rx) => self.follow(key, rx, stale).await,
+        }
+    }
+
+    async fn follow(
+        &self,
+        key: &CacheKey,
+        mut rx: watch::Receiver<Option<Arc<CachedResponse>>>,
+        stale: Option<Arc<CachedResponse>>,
+    ) -> Lookup {
+        let waited = tokio::time::timeout(self.inner.coalesce_wait, rx.wait_for(Option::is_some))
+            .await
+            .map(|r| r.map(|v| v.clone()));
+        let filled = match waited {
+            Ok(Ok(v)) => v,
+            // The filler gave up: it may still have stored (a refresh does).
+            Ok(Err(_)) => self.fresh_in_l1(key).await,
+            Err(_) => None,
+        };
+        match filled {
+            Some(entry) => {
+                m::COALESCED.inc();
+                Lookup::Hit(hit(entry, Tier::L1, true))
+            }
+            None => Lookup::Miss(Miss { fill: None, stale }),
+        }
+    }
+
+    async fn fresh_in_l1(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+        let e = self.inner.l1.get(key).await?;
+        (e.freshness(self.inner.clock.now_ms()) == Freshness::Fresh).then_some(e)
+    }
+
+    /// The best copy in any tier: the first fresh one, else the first stale one.
+    async fn find(&self, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier)> {
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        let mut best: Option<(Arc<CachedResponse>, Tier)> = None;
+        match inner.l1.get(key).await {
+            Some(e) if e.freshness(now) == Freshness::Fresh => {
+                m::lookup("l1", "hit");
+                return Some((e, Tier::L1));
+            }
+            Some(e) => {
+                m::lookup("l1", "stale");
+                best = Some((e, Tier::L1));
+            }
+            None => m::lookup("l1", "miss"),
+        }
+        if let Some(l2) = &inner.l2 {
+            let found = match l2.get(key).await {
+                RemoteLookup::Hit(e) => Some(Some(Arc::new(e))),
+                RemoteLookup::Miss => Some(None),
+                RemoteLookup::Error => {
+                    m::lookup("l2", "error");
+                    None
+                }
+                RemoteLookup::Bypass => {
+                    m::lookup("l2", "bypass");
+                    None
+                }
+            };
+            if let Some(found) = found {
+                if let Some(hit) = self.consider(key, found, Tier::L2, &mut best, now).await {
+                    return Some(hit);
+                }
+            }
+        }
+        if let Some(l3) = &inner.l3 {
+            let (disk, k) = (l3.clone(), key.as_str().to_string());
+            match tokio::task::spawn_blocking(move || disk.get(&k)).await {
+                Ok(Ok(found)) => {
+                    let found = found.map(Arc::new);
+                    if let Some(hit) = self.consider(key, found, Tier::L3, &mut best, now).await {
+                        return Some(hit);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Disk cache read failed");
+                    m::lookup("l3", "error");
+                }
+                Err(_) => m::lookup("l3", "error"),
+            }
+        }
+        best
+    }
+
+    /// Counts a lower-tier answer (`None` after an error or bypass, already
+    /// counted, is skipped), promotes it if newer, returns it when fresh.
+    async fn consider(
+        &self,
+        key: &CacheKey,
+        found: Option<Arc<CachedResponse>>,
+        tier: Tier,
+        best: &mut Option<(Arc<CachedResponse>, Tier)>,
+        now: u64,
+    ) -> Option<(Arc<CachedResponse>, Tier)> {
+        let Some(e) = found.filter(|e| e.freshness(now) != Freshness::Dead) else {
+            m::lookup(tier.label(), "miss");
+            return None;
+        };
+        let fresh = e.freshness(now) == Freshness::Fresh;
+        m::lookup(tier.label(), if fresh { "hit" } else { "stale" });
+        let newer = best
+            .as_ref()
+            .is_none_or(|(b, _)| e.stored_at_ms > b.stored_at_ms);
+        if newer {
+            self.inner.l1.insert(key.clone(), e.clone()).await;
+            if tier == Tier::L3 {
+                self.inner.spawn_l2_set(key, &e);
+            }
+            *best = Some((e.clone(), tier));
+        }
+        fresh.then_some((e, tier))
+    }
+
+    /// Stores a response in every tier (L2 and L3 in the background).
+    pub async fn store(&self, key: CacheKey, entry: CachedResponse) {
+        self.inner.store(key, Arc::new(entry)).await;
+    }
+
+    /// The purge generation: take it when a request starts, pass it to [`store_since`](Self::store_since).
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
+    }
+
+    /// Stores unless a purge ran since `generation` was taken.
+    pub async fn store_since(&self, generation: u64, key: CacheKey, entry: CachedResponse) {
+        if self.generation() == generation {
+            self.store(key, entry).await;
+        }
+    }
+
+    /// Removes entries from every tier.
+    pub async fn purge(&self, what: Purge) -> PurgeReport {
+        let inner = &self.inner;
+        // Responses already on their way are not stored after this.
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        let l1 = match &what {
+            Purge::Key(k) => u64::from(inner.l1.remove(&CacheKey::from_stored(k)).await),
+            Purge::Prefix(p) => inner.l1.remove_prefix(p).await,
+            Purge::All => inner.l1.clear().await,
+        };
+        let mut report = PurgeReport {
+            l1,
+            ..PurgeReport::default()
+        };
+        if let Some(l2) = &inner.l2 {
+            let r = match &what {
+                Purge::Key(k) => l2.remove(k).await,
+                Purge::Prefix(p) => l2.remove_prefix(p).await,
+                Purge::All => l2.remove_prefix("").await,
+            };
+            match r {
+                Ok(n) => report.l2 = Some(n),
+                Err(e) => report.errors.push(format!("l2: {e}")),
+            }
+        }
+        if let Some(l3) = inner.l3.clone() {
+            self.sync_disk().await;
+            let r = tokio::task::spawn_blocking(move || match what {
+                Purge::Key(k) => l3.remove(&k),
+                Purge::Prefix(p) => l3.remove_prefix(&p),
+                Purge::All => l3.remove_prefix(""),
+            })
+            .await;
+            match r {
+                Ok(Ok(n)) => report.l3 = Some(n),
+                Ok(Err(e)) => report.errors.push(format!("l3: {e}")),
+                Err(e) => report.errors.push(format!("l3: {e}")),
+            }
+        }
+        report
+    }
+
+    /// Waits until every disk write queued so far is committed.
+    pub async fn sync_disk(&self) {
+        if let Some(tx) = &self.inner.disk_tx {
+            let (done, wait) = oneshot::channel();
+            if tx.send(DiskOp::Barrier(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+
+    /// Copies the `n` most-hit disk entries into memory; returns how many.
+    pub async fn warm_from_disk(&self, n: usize) -> usize {
+        let Some(l3) = self.inner.l3.clone() else {
+            return 0;
+        };
+        let hot = match tokio::task::spawn_blocking(move || l3.hottest(n)).await {
+            Ok(Ok(hot)) => hot,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Cannot warm the memory cache from disk");
+                return 0;
+            }
+            Err(_) => return 0,
+        };
+        let count = hot.len();
+        // Coldest first, so the hottest are the most recent in L1.
+        for (key, entry) in hot.into_iter().rev() {
+            self.inner.l1.insert(key, Arc::new(entry)).await;
+        }
+        count
+    }
+
+    /// Applies pending L1 work, writes disk access stats, updates gauges.
+    pub async fn maintain(&self) {
+        self.inner.l1.maintain().await;
+        if let Some(l3) = self.inner.l3.clone() {
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || l3.flush()).await {
+                tracing::warn!(error = %e, "Disk cache stats flush failed");
+            }
+        }
+    }
+
+    /// Requests waiting on the fill of `key` (tests).
+    #[cfg(test)]
+    pub(crate) fn waiters(&self, key: &CacheKey) -> usize {
+        self.inner
+            .lock()
+            .get(key)
+            .map_or(0, |tx| tx.receiver_count())
+    }
+
+    /// L1 entries and weighed bytes (after [`maintain`](Self::maintain)).
+    pub fn memory_usage(&self) -> (u64, u64) {
+        (self.inner.l1.entries(), self.inner.l1.bytes())
+    }
+
+    /// L3 entries and bytes, when on.
+    pub fn disk_usage(&self) -> Option<(u64, u64)> {
+        self.inner.l3.as_ref().map(|d| (d.entries(), d.bytes()))
+    }
+}
+
+fn hit(entry: Arc<CachedResponse>, tier: Tier, coalesced: bool) -> Hit {
+    Hit {
+        entry,
+        tier,
+        stale: false,
+        coalesced,
+        revalidate: None,
+    }
+}
+
+impl Inner {
+    fn lock(
+        &self,
+    ) -> MutexGuard<'_, HashMap<CacheKey, watch::Sender<Option<Arc<CachedResponse>>>>> {
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key's fill guard, or a receiver for the fill already in flight.
+    fn lead(
+        self: &Arc<Self>,
+        key: &CacheKey,
+    ) -> Result<FillGuard, watch::Receiver<Option<Arc<CachedResponse>>>> {
+        let mut map = self.lock();
+        if let Some(tx) = map.get(key) {
+            return Err(tx.subscribe());
+        }
+        map.insert(key.clone(), watch::channel(None).0);
+        Ok(FillGuard {
+            inner: self.clone(),
+            key: key.clone(),
+            generation: self.generation.load(Ordering::SeqCst),
+        })
+    }
+
+    async fn store(&self, key: CacheKey, entry: Arc<CachedResponse>) {
+        self.l1.insert(key.clone(), entry.clone()).await;
+        self.spawn_l2_set(&key, &entry);
+        if let Some(tx) = &self.disk_tx {
+            if tx.try_send(DiskOp::Put(key, entry)).is_err() {
+                tracing::debug!("Disk cache queue full: write dropped");
+            }
+        }
+    }
+
+    fn spawn_l2_set(&self, key: &CacheKey, entry: &Arc<CachedResponse>) {
+        if let Some(l2) = &self.l2 {
+            let (l2, key, entry) = (l2.clone(), key.clone(), entry.clone());
+            tokio::spawn(async move { l2.set(&key, &entry).await });
+        }
+    }
+
+    /// Hands `entry` to the waiters of `key` and forgets the fill.
+    fn release(&self, key: &CacheKey, entry: Option<Arc<CachedResponse>>) {
+        if let Some(tx) = self.lock().remove(key) {
+            if let Some(e) = entry {
+                tx.send_replace(Some(e));
+            }
+        }
+    }
+}
+
+impl FillGuard {
+    /// The key being filled.
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    /// Stores the response in every tier and hands it to everyone waiting
+    /// (it is not stored when a purge ran since the fill began).
+    pub async fn fill(self, entry: CachedResponse) {
+        let entry = Arc::new(entry);
+        if self.inner.generation.load(Ordering::SeqCst) == self.generation {
+            self.inner.store(self.key.clone(), entry.clone()).await;
+        }
+        self.inner.release(&self.key, Some(entry));
+    }
+
+    /// Hands an entry already in L1 to the waiters.
+    fn fill_l1_only(self, entry: Arc<CachedResponse>) {
+        self.inner.release(&self.key, Some(entry));
+    }
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        // After `fill` the key is gone already; otherwise this releases the waiters empty-handed.
+        self.inner.release(&self.key, None);
+    }
+}
+
+impl Worker {
+    /// Runs until the cache is dropped: connects L2, warms L1, drains disk writes, maintains.
+    pub async fn run(mut self) {
+        if let Some(store) = &self.redis {
+            store.start();
+        }
+        if self.warm_entries > 0 {
+            let n = self.cache.warm_from_disk(self.warm_entries).await;
+            tracing::info!(entries = n, "Memory cache warmed from disk");
+        }
+        let maintain = {
+            let cache = Arc::downgrade(&self.cache.inner);
+            let every = self.maintain_every;
+            let mut closed = self.closed;
+            async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = &mut closed => return,
+                        _ = tick.tick() => {}
+                    }
+                    let Some(inner) = cache.upgrade() else { return };
+                    Cache { inner }.maintain().await;
+                }
+            }
+        };
+        let disk = self.cache.inner.l3.clone();
+        let rx = self.disk_rx.take();
+        drop(self.cache);
+        let writer = async move {
+            if let (Some(disk), Some(rx)) = (disk, rx) {
+                write_disk(disk, rx).await;
+            }
+        };
+        // Both end once every `Cache` clone is gone; the disk file is closed by then.
+        tokio::join!(maintain, writer);
+    }
+}
+
+/// Drains the disk queue in batches until every sender is gone.
+async fn write_disk(disk: Arc<DiskTier>, mut rx: mpsc::Receiver<DiskOp>) {
+    let mut ops = Vec::with_capacity(DISK_BATCH);
+    while rx.recv_many(&mut ops, DISK_BATCH).await > 0 {
+        let mut puts = Vec::with_capacity(ops.len());
+        let mut barriers = Vec::new();
+        for op in ops.drain(..) {
+            match op {
+                DiskOp::Put(k, e) => puts.push((k, e)),
+                DiskOp::Barrier(done) => barriers.push(done),
+            }
+        }
+        if !puts.is_empty() {
+            let d = disk.clone();
+            match tokio::task::spawn_blocking(move || d.put_batch(&puts)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "Disk cache write failed"),
+                Err(e) => tracing::warn!(error = %e, "Disk cache writer panicked"),
+            }
+        }
+        for done in barriers {
+            let _ = done.send(());
+        }
+    }
+    // Keep the access stats gathered since the last write.
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || disk.flush()).await {
+        tracing::warn!(error = %e, "Disk cache stats flush failed");
+    }
+}

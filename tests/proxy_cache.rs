@@ -1,0 +1,537 @@
+//! The response cache through the real proxy binary: X-Cache progression, restarts, Redis loss,
+//! coalescing, staleness, purge and the responses that are never stored.
+
+mod common;
+mod redis_server;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{client, Gantry};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use redis_server::RedisServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// A backend whose answer is steered by request headers: `x-status`,
+/// `x-set-cookie`, `x-cache-control`, `x-delay-ms`, `x-size`. The body says
+/// which request number it was, so a test can tell fresh answers from cached ones.
+struct Origin {
+    addr: SocketAddr,
+    hits: Arc<AtomicU64>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Origin {
+    async fn start() -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut o = Origin {
+            addr,
+            hits: Arc::default(),
+            task: None,
+        };
+        o.serve(listener);
+        o
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let hits = self.hits.clone();
+        self.task = Some(tokio::spawn(async move {
+            // Dropped with this task: every open connection closes with it.
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let hits = hits.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| answer(req, hits.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }));
+    }
+
+    /// Closes the listener and every connection.
+    async fn kill(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    hits: Arc<AtomicU64>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/health" {
+        return Ok(Response::new(Full::new(Bytes::from_static(b"ok"))));
+    }
+    let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+    let h = req.headers().clone();
+    let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(String::from);
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    if let Some(ms) = get("x-delay-ms").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut text = format!("{{\"n\":{n},\"len\":{}}}", body.len());
+    if let Some(size) = get("x-size").and_then(|v| v.parse::<usize>().ok()) {
+        text = "x".repeat(size);
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    let status = get("x-status").and_then(|v| v.parse().ok()).unwrap_or(200);
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    let rh = resp.headers_mut();
+    rh.insert("content-type", "application/json".parse().unwrap());
+    if get("x-set-cookie").is_some() {
+        rh.insert("set-cookie", "session=1".parse().unwrap());
+    }
+    if let Some(cc) = get("x-cache-control") {
+        rh.insert("cache-control", cc.parse().unwrap());
+    }
+    Ok(resp)
+}
+
+/// Proxy config: one pool, a cached `/v1/analyze` route, an uncached `/` route.
+fn config(origin: &Origin, disk: &std::path::Path, route_cache: &str, top: &str) -> String {
+    format!(
+        "pools:
+  analysis:
+    policy: round_robin
+    health: {{interval: 100ms, rise: 1, fall: 1}}
+    backends: [{{addr: '{addr}'}}]
+routes:
+  - prefix: /v1/analyze
+    pool: analysis
+    idempotent: true
+    cache: {{{route_cache}}}
+  - prefix: /
+    pool: analysis
+cache:
+  disk: {{path: '{disk}'}}
+{top}",
+        addr = origin.addr,
+        disk = disk.join("cache.redb").display(),
+    )
+}
+
+struct Reply {
+    status: u16,
+    x_cache: String,
+    body: String,
+}
+
+async fn post(g: &Gantry, body: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = client()
+        .post(format!("{}/v1/analyze", g.url))
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("the proxy answers");
+    let status = r.status().as_u16();
+    let x_cache = r
+        .headers()
+        .get("x-cache")
+        .map_or("none".into(), |v| v.to_str().unwrap().to_string());
+    Reply {
+        status,
+        x_cache,
+        body: r.text().await.unwrap(),
+    }
+}
+
+async fn x_caches(g: &Gantry, body: &str, headers: &[(&str, &str)], n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(post(g, body, headers).await.x_cache);
+    }
+    out
+}
+
+/// Polls the admin API until the disk tier holds `n` entries (writes are asynchronous).
+async fn until_on_disk(g: &Gantry, n: u64) {
+    for _ in 0..500 {
+        let s: serde_json::Value = client()
+            .get(format!("{}/admin/cache", g.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["disk"]["entries"].as_u64() == Some(n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("disk never held {n} entries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_cache_goes_miss_then_hit_and_json_bodies_are_normalised() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gantry::start(&config(&origin, dir.path(), "ttl: 60s", "")).await;
+    let first = post(&g, r#"{"url":"http://a.example/","mode":"fast"}"#, &[]).await;
+    assert_eq!((first.status, first.x_cache.as_str()), (200, "MISS"));
+    assert_eq!(
+        first.body, r#"{"n":1,"len":41}"#,
+        "the body reached the backend"
+    );
+    let again = post(
+        &g,
+        "{ \"mode\": \"fast\",\n \"url\": \"http://a.example/\" }",
+        &[],
+    )
+    .await;
+    assert_eq!(again.x_cache, "HIT-L1");
+    assert_eq!(again.body, first.body);
+    assert_eq!(origin.hits(), 1);
+    let other = post(&g, r#"{"url":"http://b.example/"}"#, &[]).await;
+    assert_eq!(
+        (other.x_cache.as_str(), other.body.as_str()),
+        ("MISS", r#"{"n":2,"len":27}"#)
+    );
+    // An uncached route has no X-Cache header.
+    let plain = client()
+        .get(format!("{}/other", g.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(plain.headers().get("x-cache").is_none());
+    let m = g.metrics().await;
+    assert!(
+        m.contains("gantry_cache_lookups_total{result=\"hit\",tier=\"l1\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_tier_survives_a_proxy_restart_and_warms_memory() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"{"url":"http://a.example/"}"#;
+    let g = Gantry::start(&config(&origin, dir.path(), "ttl: 60s", "")).await;
+    assert_eq!(post(&g, body, &[]).await.x_cache, "MISS");
+    until_on_disk(&g, 1).await;
+    drop(g); // SIGKILL
+
+    let cold = config(&origin, dir.path(), "ttl: 60s", "");
+    let cold = cold.replace("disk: {path:", "disk: {warm_entries: 0, path:");
+    let g = Gantry::start(&cold).await;
+    assert_eq!(x_caches(&g, body, &[], 2).await, ["HIT-L3", "HIT-L1"]);
+    drop(g);
+
+    // With warming (the default), the most-hit disk entries are in memory at start.
+    let g = Gantry::start(&config(&origin, dir.path(), "ttl: 60s", "")).await;
+    let mut seen = "none".to_string();
+    for _ in 0..100 {
+        seen = post(&g, body, &[]).await.x_cache;
+        if seen == "HIT-L1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await; // warming runs in the background
+    }
+    assert_eq!(seen, "HIT-L1");
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_during_a_stream_fails_no_request() {
+    let origin = Origin::start().await;
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let top = format!(
+        "  redis: {{url: '{}', command_timeout: 50ms, cooldown: 200ms}}\n",
+        redis.url()
+    );
+    let g = Gantry::start(&config(&origin, dir.path(), "ttl: 60s", &top)).await;
+    let mut statuses = Vec::new();
+    for i in 0..400 {
+        if i == 100 {
+            redis.kill();
+        }
+        // Every request a miss in memory, so every one asks Redis.
+        statuses.push(post(&g, &format!("{{\"i\":{i}}}"), &[]).await.status);
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let m = g.metrics().await;
+    assert!(
+        m.contains("gantry_cache_lookups_total{result=\"bypass\",tier=\"l2\"}")
+            || m.contains("gantry_cache_lookups_total{result=\"error\",tier=\"l2\"}"),
+        "Redis failures were seen: {m}"
+    );
+    // Redis back: the circuit closes by itself.
+    redis.restart();
+    let mut state = String::new();
+    for i in 0..300 {
+        post(&g, &format!("{{\"after\":{i}}}"), &[]).await;
+        let s: serde_json::Value = client()
+            .get(format!("{}/admin/cache", g.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state = s["redis_circuit"].as_str().unwrap_or("").to_string();
+        if state == "closed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, "closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_identical_misses_reach_the_backend_once() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = Arc::new(Gantry::start(&config(&origin, dir.path(), "ttl: 60s", "")).await);
+    let mut tasks = JoinSet::new();
+    for _ in 0..100 {
+        let g = g.clone();
+        tasks.spawn(
+            async move { post(&g, r#"{"url":"http://hot/"}"#, &[("x-delay-ms", "300")]).await },
+        );
+    }
+    let mut replies = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        replies.push(r.unwrap());
+    }
+    assert_eq!(origin.hits(), 1);
+    assert!(replies
+        .iter()
+        .all(|r| r.status == 200 && r.body == replies[0].body));
+    assert_eq!(replies.iter().filter(|r| r.x_cache == "MISS").count(), 1);
+    let m = g.metrics().await;
+    assert!(m.contains("gantry_cache_coalesced_total"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_answers_when_the_only_backend_is_down() {
+    let mut origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "ttl: 100ms, stale_if_error: 1h";
+    let g = Gantry::start(&config(&origin, dir.path(), rules, "")).await;
+    let first = post(&g, "{}", &[]).await;
+    assert_eq!(first.x_cache, "MISS");
+    origin.kill().await;
+    tokio::time::sleep(Duration::from_millis(150)).await; // past the TTL
+    let r = post(&g, "{}", &[]).await;
+    assert_eq!((r.status, r.x_cache.as_str()), (200, "STALE"));
+    assert_eq!(r.body, first.body);
+    // Without a stale copy the failure shows.
+    let r = post(&g, r#"{"never":"seen"}"#, &[]).await;
+    assert!(r.status >= 500, "{}", r.status);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_serves_stale_then_the_refreshed_answer() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A TTL long enough that the refreshed entry is still fresh when polled.
+    let rules = "ttl: 1s, stale_while_revalidate: 1h";
+    let g = Gantry::start(&config(&origin, dir.path(), rules, "")).await;
+    assert_eq!(post(&g, "{}", &[]).await.body, r#"{"n":1,"len":2}"#);
+    tokio::time::sleep(Duration::from_millis(1050)).await; // past the TTL
+    let stale = post(&g, "{}", &[]).await;
+    assert_eq!(
+        (stale.x_cache.as_str(), stale.body.as_str()),
+        ("STALE", r#"{"n":1,"len":2}"#)
+    );
+    let mut fresh = None;
+    for _ in 0..200 {
+        let r = post(&g, "{}", &[]).await;
+        if r.x_cache == "HIT-L1" {
+            fresh = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await; // the refresh runs in the background
+    }
+    let fresh = fresh.expect("the refreshed entry is served");
+    assert_eq!(
+        fresh.body, r#"{"n":2,"len":2}"#,
+        "refreshed with the body forwarded"
+    );
+    assert_eq!(origin.hits(), 2, "one refresh");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_via_admin_api_needs_the_token_and_reaches_every_tier() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Continues the `admin:` block the harness writes last.
+    let text = format!(
+        "  token: s3cret\n{}",
+        config(&origin, dir.path(), "ttl: 60s", "")
+    );
+    let g = Gantry::start(&text).await;
+    for i in 0..3 {
+        assert_eq!(
+            post(&g, &format!("{{\"i\":{i}}}"), &[]).await.x_cache,
+            "MISS"
+        );
+    }
+    until_on_disk(&g, 3).await;
+    let purge = |body: serde_json::Value, token: Option<&str>| {
+        let mut r = client()
+            .post(format!("{}/admin/cache/purge", g.admin))
+            .json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let denied = purge(serde_json::json!({"all": true}), None).await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let bad = purge(
+        serde_json::json!({"all": true, "prefix": "x"}),
+        Some("s3cret"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let key = gantry::cache::key::KeyParts {
+        method: "POST",
+        pool: "analysis",
+        path: "/v1/analyze",
+        query: None,
+        vary: &[],
+        body: br#"{"i":0}"#,
+    }
+    .key();
+    let r = purge(serde_json::json!({"key": key.to_string()}), Some("s3cret"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (report["l1"].as_u64(), report["l3"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(post(&g, r#"{"i":0}"#, &[]).await.x_cache, "MISS");
+    assert_eq!(post(&g, r#"{"i":1}"#, &[]).await.x_cache, "HIT-L1");
+
+    let r = purge(
+        serde_json::json!({"prefix": "analysis:/v1/"}),
+        Some("s3cret"),
+    )
+    .await
+    .unwrap();
+    let report: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(report["l1"].as_u64(), Some(3), "{report}");
+    assert_eq!(post(&g, r#"{"i":1}"#, &[]).await.x_cache, "MISS");
+    let r = purge(serde_json::json!({"all": true}), Some("s3cret"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(post(&g, r#"{"i":1}"#, &[]).await.x_cache, "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_and_requests_that_are_never_stored() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "ttl: 60s, max_object_bytes: 1000";
+    let g = Gantry::start(&config(&origin, dir.path(), rules, "")).await;
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], [&'a str; 2]);
+    let cases: [Case; 7] = [
+        ("500", &[("x-status", "500")], ["MISS", "MISS"]),
+        ("404", &[("x-status", "404")], ["MISS", "MISS"]),
+        ("cookie", &[("x-set-cookie", "1")], ["MISS", "MISS"]),
+        (
+            "no-store",
+            &[("x-cache-control", "no-store")],
+            ["MISS", "MISS"],
+        ),
+        ("big", &[("x-size", "1001")], ["MISS", "MISS"]),
+        (
+            "auth",
+            &[("authorization", "Bearer t")],
+            ["BYPASS", "BYPASS"],
+        ),
+        ("cookie-req", &[("cookie", "a=b")], ["BYPASS", "BYPASS"]),
+    ];
+    for (name, headers, want) in cases {
+        let before = origin.hits();
+        let body = format!("{{\"case\":\"{name}\"}}");
+        assert_eq!(x_caches(&g, &body, headers, 2).await, want, "{name}");
+        assert_eq!(
+            origin.hits() - before,
+            2,
+            "{name}: both reached the backend"
+        );
+    }
+    // max-age from the response is honoured; a body at the limit is stored.
+    let sized = [("x-size", "1000"), ("x-cache-control", "max-age=30")];
+    assert_eq!(
+        x_caches(&g, r#"{"case":"ok"}"#, &sized, 2).await,
+        ["MISS", "HIT-L1"]
+    );
+    // A chunked request body (no length) is passed through, and still forwarded.
+    let chunks = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
+        b"{\"a\":1}",
+    ))]);
+    let r = client()
+        .post(format!("{}/v1/analyze", g.url))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "BYPASS");
+    assert!(r.text().await.unwrap().ends_with("\"len\":7}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_warm_replays_a_file_through_the_proxy() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gantry::start(&config(&origin, dir.path(), "ttl: 60s", "")).await;
+    let file = dir.path().join("warm.jsonl");
+    std::fs::write(
+        &file,
+        "{\"path\":\"/v1/analyze\",\"body\":{\"url\":\"http://a/\"}}\n{\"path\":\"/v1/analyze\",\"body\":{\"url\":\"http://b/\"}}\n",
+    )
+    .unwrap();
+    let warm = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["cache", "warm", "--proxy", &g.url])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(warm()["x_cache"], serde_json::json!({"MISS": 2}));
+    assert_eq!(warm()["x_cache"], serde_json::json!({"HIT-L1": 2}));
+    assert_eq!(
+        post(&g, r#"{"url":"http://b/"}"#, &[]).await.x_cache,
+        "HIT-L1"
+    );
+    std::fs::write(&file, "{\"path\":\"nope\"}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["cache", "warm", "--proxy", &g.url])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warm.jsonl:1:"));
+}
