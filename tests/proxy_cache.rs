@@ -347,10 +347,10 @@ async fn stale_while_revalidate_serves_stale_then_the_refreshed_answer() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     // A TTL long enough that the refreshed entry is still fresh when polled.
-    let rules = "ttl: 1s, stale_while_revalidate: 1h";
+    let rules = "ttl: 3s, stale_while_revalidate: 1h";
     let g = Gantry::start(&config(&origin, dir.path(), rules, "")).await;
     assert_eq!(post(&g, "{}", &[]).await.body, r#"{"n":1,"len":2}"#);
-    tokio::time::sleep(Duration::from_millis(1050)).await; // past the TTL
+    tokio::time::sleep(Duration::from_millis(3050)).await; // past the TTL
     let stale = post(&g, "{}", &[]).await;
     assert_eq!(
         (stale.x_cache.as_str(), stale.body.as_str()),

@@ -134,9 +134,16 @@ impl Scaler {
                 }
                 continue;
             }
-            if let Err(e) = self.parts.control.members(&pool).await {
-                tracing::error!(pool = %pool, file = %p.file.display(), error = %e, "Policy names a pool the proxy does not have");
-                continue;
+            match self.parts.control.members(&pool).await {
+                Ok(_) => {}
+                Err(e @ control::ControlError::Pool(crate::proxy::PoolError::UnknownPool(_))) => {
+                    tracing::error!(pool = %pool, file = %p.file.display(), error = %e, "Policy names a pool the proxy does not have");
+                    continue;
+                }
+                // The proxy is not reachable yet: the loop retries with backoff.
+                Err(e) => {
+                    tracing::warn!(pool = %pool, error = %e, "Proxy not reachable yet; the pool's loop will retry")
+                }
             }
             let (tx, rx) = watch::channel(Arc::new(p));
             loops.spawn(Autoscaler::new(self.parts.clone(), rx, shutdown.clone()).run());
