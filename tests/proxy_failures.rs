@@ -267,18 +267,29 @@ async fn metrics_report_traffic() {
     }
 }
 
+/// Runs `gantry proxy` on a file holding `yaml`; returns the exit code and stderr.
+fn proxy_with(path: &std::path::Path, yaml: &str) -> (Option<i32>, String) {
+    std::fs::write(path, yaml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["proxy", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn bad_config_is_refused_with_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
-    std::fs::write(&path, "pools:\n  p:\n    backends:\n      - addr: 127.0.0.1:1\n        weight: 0\nroutes:\n  - prefix: /\n    pool: q\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["proxy", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = proxy_with(
+        &path,
+        "pools:\n  p:\n    backends:\n      - addr: 127.0.0.1:1\n        weight: 0\nroutes:\n  - prefix: /\n    pool: q\n",
+    );
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("bad.yaml:5:9: pools.p.backends[0].weight: must be at least 1"),
         "{err}"
@@ -287,14 +298,8 @@ fn bad_config_is_refused_with_file_line_and_field() {
         err.contains("bad.yaml:8:5: routes[0].pool: no pool named `q`"),
         "{err}"
     );
-    std::fs::write(&path, "pools:\n  p:\n    policy: fastest\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["proxy", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = proxy_with(&path, "pools:\n  p:\n    policy: fastest\n");
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("bad.yaml:3:13: pools.p.policy: unknown variant `fastest`"),
         "{err}"
