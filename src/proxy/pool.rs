@@ -358,14 +358,20 @@ impl Pool {
     /// Picks a backend not in `exclude` and leases it. When every eligible
     /// backend was tried already, a tried one is better than none.
     pub fn select(&self, exclude: &[SocketAddr], now: Instant) -> Option<Lease> {
-        let eligible = self.eligible(now);
-        let fresh: Vec<Arc<Backend>> = eligible
-            .iter()
-            .filter(|b| !exclude.contains(&b.addr))
-            .cloned()
-            .collect();
-        let from = if fresh.is_empty() { &eligible } else { &fresh };
-        let b = self.selector.pick(self.config.policy, from)?;
+        let mut candidates = self.eligible(now);
+        // Retries avoid backends already tried; first tries (no exclusions)
+        // keep the one list, with no second allocation on the hot path.
+        if candidates.iter().any(|b| exclude.contains(&b.addr)) {
+            let fresh: Vec<Arc<Backend>> = candidates
+                .iter()
+                .filter(|b| !exclude.contains(&b.addr))
+                .cloned()
+                .collect();
+            if !fresh.is_empty() {
+                candidates = fresh;
+            }
+        }
+        let b = self.selector.pick(self.config.policy, &candidates)?;
         Some(Lease::new(b))
     }
 

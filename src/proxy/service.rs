@@ -194,16 +194,9 @@ impl ProxyHttp for Gantry {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let path = session.req_header().uri.path().to_string();
-        let Some((index, route)) = self.route(&path) else {
-            return Self::reject(
-                session,
-                ctx,
-                404,
-                "no_route",
-                format!("no route for {path}"),
-            )
-            .await;
+        let Some((index, route)) = self.route(session.req_header().uri.path()) else {
+            let msg = format!("no route for {}", session.req_header().uri.path());
+            return Self::reject(session, ctx, 404, "no_route", msg).await;
         };
         let pool = match self.pools.get(&route.pool) {
             Ok(p) => p.clone(),
