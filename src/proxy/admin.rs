@@ -148,6 +148,17 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Respons
     }
 }
 
+/// The preamble of a mutating call with a JSON body: token, then body (400 with serde's message).
+fn authorized_json<T>(
+    state: &AdminState,
+    headers: &HeaderMap,
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, Box<Response>> {
+    authorized(state, headers)?;
+    body.map(|Json(req)| req)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.body_text())))
+}
+
 fn pool_error(e: PoolError) -> Response {
     let status = match e {
         PoolError::UnknownPool(_) | PoolError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -192,12 +203,9 @@ async fn add_backend(
     headers: HeaderMap,
     body: Result<Json<AddBackend>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return *r;
-    }
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    let req = match authorized_json(&state, &headers, body) {
+        Ok(req) => req,
+        Err(r) => return *r,
     };
     let addr = match crate::config::parse_addr(&req.addr) {
         Ok(a) => a,
@@ -263,12 +271,9 @@ async fn purge_cache(
     headers: HeaderMap,
     body: Result<Json<PurgeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return *r;
-    }
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    let req = match authorized_json(&state, &headers, body) {
+        Ok(req) => req,
+        Err(r) => return *r,
     };
     let what = match (req.key, req.prefix, req.all) {
         (Some(k), None, false) => crate::cache::Purge::Key(k),
