@@ -27,6 +27,19 @@ struct Opts<'a> {
     clock: Arc<dyn Clock>,
 }
 
+impl<'a> Opts<'a> {
+    /// Namespace `g:`, 1 MiB of memory, a manual clock at `START`.
+    fn new(redis: &'a RedisServer, disk: &'a std::path::Path) -> Opts<'a> {
+        Opts {
+            redis,
+            namespace: "g:",
+            disk,
+            memory_bytes: 1 << 20,
+            clock: Arc::new(ManualClock::new(START)),
+        }
+    }
+}
+
 fn redis_cfg(url: String, namespace: &str) -> RedisConfig {
     RedisConfig {
         url,
@@ -160,11 +173,9 @@ async fn hits_and_misses_per_tier_with_promotion() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(START));
     let opts = |ns, dir| Opts {
-        redis: &redis,
         namespace: ns,
-        disk: dir,
-        memory_bytes: 1 << 20,
         clock: clock.clone(),
+        ..Opts::new(&redis, dir)
     };
     let rc = raw(&redis).await;
     let k = key(r#"{"url":"http://a.example/"}"#);
@@ -196,14 +207,7 @@ async fn hits_and_misses_per_tier_with_promotion() {
 async fn json_bodies_differing_in_spacing_and_key_order_share_an_entry() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let c = open(Opts {
-        redis: &redis,
-        namespace: "g:",
-        disk: dir.path(),
-        memory_bytes: 1 << 20,
-        clock: Arc::new(ManualClock::new(START)),
-    })
-    .await;
+    let c = open(Opts::new(&redis, dir.path())).await;
     fill(c.cache(), &key(r#"{"url":"http://a/","mode":"fast"}"#), "v").await;
     let same = key("{\n  \"mode\": \"fast\",\n  \"url\": \"http://a/\"\n}");
     assert_eq!(x_cache(&c.cache().lookup(&same).await), "HIT-L1");
@@ -218,11 +222,8 @@ async fn entries_expire_in_every_tier() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(START));
     let c = open(Opts {
-        redis: &redis,
-        namespace: "g:",
-        disk: dir.path(),
-        memory_bytes: 1 << 20,
         clock: clock.clone(),
+        ..Opts::new(&redis, dir.path())
     })
     .await;
     let k = key("{}");
@@ -240,11 +241,8 @@ async fn memory_tier_stays_within_its_byte_bound() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let c = open(Opts {
-        redis: &redis,
-        namespace: "g:",
-        disk: dir.path(),
         memory_bytes: 100 * 1024,
-        clock: Arc::new(ManualClock::new(START)),
+        ..Opts::new(&redis, dir.path())
     })
     .await;
     let body = "x".repeat(1000);
@@ -263,11 +261,8 @@ async fn redis_killed_mid_stream_is_bypassed_and_used_again_when_back() {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let c = open(Opts {
-        redis: &redis,
-        namespace: "g:",
-        disk: dir.path(),
-        memory_bytes: 1 << 20,
         clock: Arc::new(gantry::cache::SystemClock),
+        ..Opts::new(&redis, dir.path())
     })
     .await;
     let cache = c.cache().clone();
@@ -323,14 +318,7 @@ async fn redis_killed_mid_stream_is_bypassed_and_used_again_when_back() {
 async fn hundred_concurrent_identical_misses_make_one_fill() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let c = open(Opts {
-        redis: &redis,
-        namespace: "g:",
-        disk: dir.path(),
-        memory_bytes: 1 << 20,
-        clock: Arc::new(ManualClock::new(START)),
-    })
-    .await;
+    let c = open(Opts::new(&redis, dir.path())).await;
     let fills = Arc::new(AtomicUsize::new(0));
     let k = key(r#"{"url":"http://hot/"}"#);
     let tasks: Vec<_> = (0..100)
@@ -361,11 +349,8 @@ async fn purge_by_key_prefix_and_all_uses_scan_and_spares_foreign_keys() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let c = open(Opts {
-        redis: &redis,
-        namespace: "g:",
-        disk: dir.path(),
         memory_bytes: 4 << 20,
-        clock: Arc::new(ManualClock::new(START)),
+        ..Opts::new(&redis, dir.path())
     })
     .await;
     let rc = raw(&redis).await;
@@ -412,14 +397,7 @@ async fn responses_that_are_not_stored_leave_every_tier_empty() {
     use gantry::cache::policy;
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let c = open(Opts {
-        redis: &redis,
-        namespace: "g:",
-        disk: dir.path(),
-        memory_bytes: 1 << 20,
-        clock: Arc::new(ManualClock::new(START)),
-    })
-    .await;
+    let c = open(Opts::new(&redis, dir.path())).await;
     let route = gantry::cache::RouteCache {
         ttl: Duration::from_secs(60),
         methods: vec![http::Method::POST],
