@@ -1,8 +1,10 @@
 //! Unit tests of the tiered front with the in-memory Redis stand-in, a real redb file and a manual clock.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use super::breaker::CircuitState;
 use super::clock::{Clock, ManualClock};
@@ -10,8 +12,8 @@ use super::config::{DiskConfig, EvictionPolicyKind, MemoryConfig, RedisConfig};
 use super::entry::tests::sample;
 use super::entry::CachedResponse;
 use super::key::CacheKey;
-use super::redis::{MemoryRemote, RemoteMode, RemoteStore};
-use super::tiered::{Cache, Lookup, Parts, Purge};
+use super::redis::{MemoryRemote, RemoteError, RemoteMode, RemoteStore};
+use super::tiered::{Cache, FillGuard, Lookup, Parts, Purge};
 
 struct Rig {
     cache: Option<Cache>,
@@ -193,6 +195,108 @@ async fn stale_while_revalidate_serves_stale_and_hands_out_one_refresh() {
         panic!("refreshed")
     };
     assert_eq!((h.x_cache(), &h.entry.body[..]), ("HIT-L1", &b"new"[..]));
+}
+
+/// An empty Redis that lands a pending refresh during the next read: after a
+/// lookup has read the stale copy in L1, before it bids for the refresh.
+#[derive(Default)]
+struct LandsOnRead {
+    landing: Mutex<Option<(FillGuard, CachedResponse)>>,
+}
+
+#[async_trait::async_trait]
+impl RemoteStore for LandsOnRead {
+    async fn get(&self, _key: &str) -> Result<Option<Bytes>, RemoteError> {
+        let landing = self.landing.lock().unwrap().take();
+        if let Some((refresh, entry)) = landing {
+            refresh.fill(entry).await;
+        }
+        Ok(None)
+    }
+
+    async fn set_ex(&self, _key: &str, _value: Bytes, _ttl_secs: u64) -> Result<(), RemoteError> {
+        Ok(())
+    }
+
+    async fn del(&self, _key: &str) -> Result<u64, RemoteError> {
+        Ok(0)
+    }
+
+    async fn del_prefix(&self, _prefix: &str) -> Result<u64, RemoteError> {
+        Ok(0)
+    }
+}
+
+/// Refreshes a lookup hands out (0 or 1).
+fn refreshes(l: &Lookup) -> usize {
+    match l {
+        Lookup::Hit(h) => usize::from(h.revalidate.is_some()),
+        Lookup::Miss(_) => 0,
+    }
+}
+
+#[tokio::test]
+async fn many_stale_hits_start_one_refresh_even_as_it_lands() {
+    let remote = Arc::new(LandsOnRead::default());
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let parts = Parts {
+        memory: MemoryConfig {
+            max_bytes: 1 << 20,
+            eviction: EvictionPolicyKind::TinyLfu,
+        },
+        redis: Some((
+            remote.clone() as Arc<dyn RemoteStore>,
+            // The landing runs inside a Redis read: never cut it short.
+            RedisConfig {
+                command_timeout: Duration::from_secs(60),
+                ..redis_cfg()
+            },
+        )),
+        disk: None,
+        coalesce_wait: Duration::from_secs(30),
+    };
+    let (cache, _worker) = Cache::from_parts(parts, 0, clock.clone()).unwrap();
+    let k = key("a");
+    let swr = |body: &str| CachedResponse {
+        stale_while_revalidate_ms: 10_000,
+        ..sample(body, clock.now_ms(), 1000)
+    };
+    let Lookup::Miss(m) = cache.lookup(&k).await else {
+        panic!("miss")
+    };
+    m.fill.expect("first miss fills").fill(swr("old")).await;
+    clock.advance(Duration::from_secs(2));
+
+    let Lookup::Hit(first) = cache.lookup(&k).await else {
+        panic!("stale entry should be served")
+    };
+    assert_eq!(first.x_cache(), "STALE");
+    let refresh = first.revalidate.expect("the first stale hit refreshes");
+
+    // Many stale hits while the refresh runs: all served stale, none refreshes.
+    let during = futures::future::join_all((0..100).map(|_| cache.lookup(&k))).await;
+    assert!(during.iter().all(|l| x_cache(l) == "STALE"));
+    assert_eq!(during.iter().map(refreshes).sum::<usize>(), 0);
+
+    // The refresh lands (and frees the key) between a lookup's stale read and
+    // its bid: that lookup serves the refreshed entry and starts nothing.
+    *remote.landing.lock().unwrap() = Some((refresh, swr("new")));
+    let racing = cache.lookup(&k).await;
+    assert!(
+        remote.landing.lock().unwrap().is_none(),
+        "the refresh landed inside the lookup"
+    );
+    assert_eq!(refreshes(&racing), 0, "a second refresh was started");
+    let Lookup::Hit(h) = racing else {
+        panic!("the refreshed entry should be served")
+    };
+    assert_eq!((h.x_cache(), &h.entry.body[..]), ("HIT-L1", &b"new"[..]));
+
+    // And the key is free again: the next stale copy gets its one refresh.
+    clock.advance(Duration::from_secs(2));
+    let after = futures::future::join_all((0..100).map(|_| cache.lookup(&k))).await;
+    assert!(after.iter().all(|l| x_cache(l) == "STALE"));
+    assert_eq!(after.iter().map(refreshes).sum::<usize>(), 1);
 }
 
 #[tokio::test]

@@ -4,7 +4,10 @@
 //! into the tiers above it. A stale copy inside its stale-while-revalidate
 //! window is served, and the first caller to see it gets a [`FillGuard`] to
 //! refresh it; one inside only its stale-if-error window comes back with the
-//! miss, for the proxy to serve if the backend fails.
+//! miss, for the proxy to serve if the backend fails. At most one refresh
+//! per key runs at a time: the guard is the key's fill, and a caller that
+//! wins it re-checks L1 first, since a refresh may have landed (and released
+//! the key) between its stale read and its bid.
 //!
 //! **Coalescing.** The first caller to miss a key gets the key's
 //! [`FillGuard`]; later callers wait on a watch channel for up to
@@ -162,6 +165,9 @@ pub struct FillGuard {
     key: CacheKey,
     /// The purge generation when the fill began.
     generation: u64,
+    /// The key was released: dropping must not release it again, as it may
+    /// be another caller's fill by then.
+    released: bool,
 }
 
 /// The tiers to build a [`Cache`] from.
@@ -279,9 +285,22 @@ impl Cache {
             match entry.freshness(now) {
                 Freshness::Fresh => return Lookup::Hit(hit(entry, tier, false)),
                 Freshness::StaleWhileRevalidate => {
+                    let revalidate = match self.inner.lead(key) {
+                        // The previous refresh may have landed since `find` read
+                        // the stale copy: serve its answer, start no other.
+                        Ok(guard) => match self.fresh_in_l1(key).await {
+                            Some(fresh) => {
+                                guard.fill_l1_only(fresh.clone());
+                                return Lookup::Hit(hit(fresh, Tier::L1, false));
+                            }
+                            None => Some(guard),
+                        },
+                        // A refresh is in flight.
+                        Err(_) => None,
+                    };
                     let mut h = hit(entry, tier, false);
                     h.stale = true;
-                    h.revalidate = self.inner.lead(key).ok();
+                    h.revalidate = revalidate;
                     return Lookup::Hit(h);
                 }
                 Freshness::StaleIfError => stale = Some(entry),
@@ -566,6 +585,7 @@ impl Inner {
             inner: self.clone(),
             key: key.clone(),
             generation: self.generation.load(Ordering::SeqCst),
+            released: false,
         })
     }
 
@@ -604,24 +624,31 @@ impl FillGuard {
 
     /// Stores the response in every tier and hands it to everyone waiting
     /// (it is not stored when a purge ran since the fill began).
-    pub async fn fill(self, entry: CachedResponse) {
+    pub async fn fill(mut self, entry: CachedResponse) {
         let entry = Arc::new(entry);
         if self.inner.generation.load(Ordering::SeqCst) == self.generation {
             self.inner.store(self.key.clone(), entry.clone()).await;
         }
-        self.inner.release(&self.key, Some(entry));
+        self.release(Some(entry));
     }
 
     /// Hands an entry already in L1 to the waiters.
-    fn fill_l1_only(self, entry: Arc<CachedResponse>) {
-        self.inner.release(&self.key, Some(entry));
+    fn fill_l1_only(mut self, entry: Arc<CachedResponse>) {
+        self.release(Some(entry));
+    }
+
+    /// Forgets the fill and hands `entry` to the waiters, once per guard.
+    fn release(&mut self, entry: Option<Arc<CachedResponse>>) {
+        if !std::mem::replace(&mut self.released, true) {
+            self.inner.release(&self.key, entry);
+        }
     }
 }
 
 impl Drop for FillGuard {
     fn drop(&mut self) {
-        // After `fill` the key is gone already; otherwise this releases the waiters empty-handed.
-        self.inner.release(&self.key, None);
+        // After a fill this does nothing; otherwise it releases the waiters empty-handed.
+        self.release(None);
     }
 }
 
