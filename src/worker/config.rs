@@ -41,7 +41,7 @@ pub struct WorkerArgs {
     /// ONNX Runtime threads per operator in each session.
     #[arg(long, default_value_t = 1)]
     pub intra_threads: usize,
-    /// Path to libonnxruntime.so.
+    /// Path to libonnxruntime.so [default: the one `make onnxruntime` placed in `.cache/`].
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_lib: Option<PathBuf>,
     /// Largest request body accepted, in bytes; larger gets 413.
@@ -93,7 +93,7 @@ pub struct WorkerConfig {
     pub model_dir: PathBuf,
     /// The ONNX file to run (default `model_dir/model.onnx`).
     pub onnx_file: PathBuf,
-    /// libonnxruntime.so (from `--ort-lib` or `ORT_DYLIB_PATH`).
+    /// libonnxruntime.so (`--ort-lib`, `ORT_DYLIB_PATH`, or found by [`super::ortlib::locate`]).
     pub ort_lib: PathBuf,
     /// Batch formation (default 64 items, no delay, 1024 queued).
     pub batch: BatchSettings,
@@ -128,7 +128,7 @@ impl WorkerConfig {
         if !problems.is_empty() {
             return Err(WorkerError::Config(problems.join("; ")));
         }
-        let ort_lib = args.ort_lib.clone().ok_or(WorkerError::OrtLibraryUnset)?;
+        let ort_lib = super::ortlib::locate(args.ort_lib.as_deref())?;
         Ok(WorkerConfig {
             onnx_file: model::model_file(&model_dir, args.onnx.as_deref()),
             model_dir,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod features;
 pub mod http;
 pub mod model;
+pub mod ortlib;
 pub mod tune;
 
 use std::future::Future;
@@ -33,9 +34,12 @@ use self::model::{Engine, ModelSpec, OrtEngine};
 /// Errors of the worker, from loading to answering.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WorkerError {
-    /// No ONNX Runtime library was named.
-    #[error("no ONNX Runtime library given: set ORT_DYLIB_PATH or pass --ort-lib (run `make onnxruntime` to fetch it)")]
-    OrtLibraryUnset,
+    /// None was named and none is in the default places ([`ortlib::locate`]).
+    #[error("no ONNX Runtime library found at {}: run `make onnxruntime`, or point ORT_DYLIB_PATH / --ort-lib at libonnxruntime.so", list(tried))]
+    OrtLibraryNotFound {
+        /// The places looked at.
+        tried: Vec<PathBuf>,
+    },
     /// The named library file does not exist.
     #[error("ONNX Runtime library not found at {}: run `make onnxruntime`, or point ORT_DYLIB_PATH / --ort-lib at libonnxruntime.so", path.display())]
     OrtLibraryMissing {
@@ -89,6 +93,16 @@ pub enum WorkerError {
         /// The I/O error.
         message: String,
     },
+}
+
+/// `a, b or c`.
+fn list(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    match names.split_last() {
+        None => "no place".into(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
 }
 
 impl WorkerError {

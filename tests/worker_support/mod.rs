@@ -14,15 +14,12 @@ pub fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/phishing-url")
 }
 
-/// libonnxruntime.so from `ORT_DYLIB_PATH`; fails the test with the fix if unset.
+/// libonnxruntime.so as the worker finds it: `ORT_DYLIB_PATH`, else where
+/// `make onnxruntime` put it; fails the test with the fix if neither.
 pub fn ort_lib() -> PathBuf {
-    match std::env::var_os("ORT_DYLIB_PATH") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => panic!(
-            "ORT_DYLIB_PATH is not set: run `make onnxruntime` and export \
-             ORT_DYLIB_PATH=$PWD/.cache/onnxruntime-1.31.1/libonnxruntime.so, or run `make test`"
-        ),
-    }
+    let explicit = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty());
+    gantry::worker::ortlib::locate(explicit.as_deref().map(std::path::Path::new))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Settings for the shipped model with the command-line defaults.
