@@ -187,27 +187,30 @@ async fn scale_from_zero_holds_the_first_request_until_a_worker_is_ready() {
     eprintln!("scale from zero, local fake worker: first response after {took:?}");
 }
 
-/// The real `gantry worker` (ONNX Runtime, the phishing-url model) as the local runtime's default command.
+/// The real `gantry worker` (ONNX Runtime, the phishing-url model) as the
+/// local runtime's default command, with no `ORT_DYLIB_PATH` in the
+/// environment: the workers find the library `make onnxruntime` placed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_gantry_workers_scale_up_under_load_and_back_down() {
     let root = scaler_support::root();
-    let ort = std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| {
-        root.join(".cache/onnxruntime-1.31.1/libonnxruntime.so")
-            .display()
-            .to_string()
-    });
-    assert!(
-        std::path::Path::new(&ort).exists(),
-        "no ONNX Runtime at {ort}: run `make onnxruntime`"
-    );
     let config = format!(
         "pools:\n  rw:\n    health: {{interval: 200ms}}\n    drain_timeout: 5s\nroutes:\n  - {{prefix: /v1/analyze, pool: rw, idempotent: true}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: local\n  local:\n    args: [worker, --model, '{}']\n",
         root.join("models/phishing-url").display()
     );
     let policy = "pool: rw\nmin: 1\nmax: 2\ninterval: 500ms\nwindow: 2s\nmetrics: [{metric: request_rate_per_replica, target: 20}]\nscale_up: {max_step: 2, period: 1s}\nscale_down: {stabilization: 3s, cooldown: 0s, max_step: 2, period: 1s}\nready_timeout: 60s\n";
-    let up = Up::start(&config, &[("rw.yaml", policy)], &[("ORT_DYLIB_PATH", &ort)]).await;
+    let up = Up::start(&config, &[("rw.yaml", policy)], &[]).await;
     up.wait_up("rw", 1, 60).await;
     let body = r#"{"url":"http://paypal.com.secure-login.example.ru/"}"#;
+    let verdict: serde_json::Value = scaler_support::client()
+        .post(format!("{}/v1/analyze", up.url))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verdict["verdict"], "phishing", "{verdict}");
     let load = Load::start(&format!("{}/v1/analyze", up.url), 4, body);
     up.wait_up("rw", 2, 60).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

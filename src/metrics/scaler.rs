@@ -80,3 +80,24 @@ pub static POLICY_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Replica starts that failed: the runtime refused, or the replica exited or
+/// stayed unready within its start window (a crash loop shows here).
+pub static START_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gantry_scaler_start_failures_total",
+        "Replica starts that failed (refused, exited or never ready) by pool",
+        &["pool"]
+    )
+    .expect("metric registers once")
+});
+
+/// Failed starts in a row per pool; above 0 the pool is failing and backing off.
+pub static START_FAILING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gantry_scaler_start_failures_in_a_row",
+        "Failed replica starts since a replica last stayed ready, by pool",
+        &["pool"]
+    )
+    .expect("metric registers once")
+});

@@ -1,6 +1,8 @@
 //! Holding requests for a pool with no eligible backend while the scaler starts one (scale from zero).
 //!
-//! Off unless the scaler turns it on for a pool whose policy scales to zero.
+//! Off unless the scaler turns it on: while a pool's first replicas start
+//! (also before the listener opens, under `gantry up`), and for a pool whose
+//! policy scales to zero. Turning it off releases the requests held.
 //! A held request wakes the scaler at once ([`Hold::demanded`]), then waits
 //! for an eligible backend, polling every 10 ms, up to the timeout; the queue
 //! of held requests is bounded. The scaler never sits on the request path:
@@ -81,6 +83,15 @@ impl Hold {
         loop {
             if pool.has_eligible(Instant::now()) {
                 return Held::Ready;
+            }
+            // Turned off meanwhile (the pool's replicas keep failing): answer now.
+            if self
+                .settings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+            {
+                return Held::Off;
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {

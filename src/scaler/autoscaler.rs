@@ -6,6 +6,13 @@
 //! each tick lists the runtime's replicas, adopts unknown ones and forgets
 //! vanished ones, so a missed event costs one interval, not a leak. Death
 //! events and requests held at zero replicas only make it act sooner.
+//!
+//! A replica that exits, or is not ready, within [`START_WINDOW`] of starting
+//! is a failed start: the pool backs off (1 s doubling to [`MAX_START_BACKOFF`])
+//! before starting another, and shows as failing with the replica's last
+//! words until a replica started after the failure has stayed ready for
+//! [`START_WINDOW`]. Until its first replica is ready, a pool holds requests
+//! ([`startup_hold`]) rather than answering 503; a failing pool does not.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +27,7 @@ use super::decide::{decide, Decision, Direction, Fleet, History, Observation};
 use super::journal;
 use super::observe::{MetricsSource, Window};
 use super::policy::Policy;
-use super::runtime::{Replica, ReplicaSpec, Runtime};
+use super::runtime::{Death, Replica, ReplicaSpec, Runtime};
 use super::Clock;
 use crate::metrics::scaler as m;
 use crate::proxy::Pool;
@@ -31,6 +38,22 @@ const READY_POLL: Duration = Duration::from_millis(50);
 const DRAIN_POLL: Duration = Duration::from_millis(100);
 /// Longest pause after runtime errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A replica that dies this soon after starting or becoming ready is a failed
+/// start; one that stays ready this long ends a run of failures.
+pub const START_WINDOW: Duration = Duration::from_secs(10);
+/// Longest pause between failing starts.
+pub const MAX_START_BACKOFF: Duration = Duration::from_secs(300);
+/// Most requests held while a pool starts its first replicas.
+const STARTUP_HOLD_QUEUE: usize = 1024;
+
+/// The hold of a pool whose first replicas are starting: a bounded queue, for
+/// as long as a replica may take to get ready.
+pub fn startup_hold(policy: &Policy) -> (usize, Duration) {
+    let queue = policy
+        .scale_to_zero
+        .map_or(STARTUP_HOLD_QUEUE, |z| z.hold_queue as usize);
+    (queue, policy.ready_timeout)
+}
 
 /// The outside systems a loop talks to.
 #[derive(Clone)]
@@ -60,6 +83,8 @@ enum Phase {
 struct Tracked {
     replica: Replica,
     phase: Phase,
+    /// When it was started (or adopted), then when it became ready.
+    since: Instant,
     /// The readiness task while starting, to cancel it if scaled away.
     task: Option<AbortHandle>,
 }
@@ -73,26 +98,58 @@ enum Done {
     StopFailed(Replica, String),
 }
 
-/// Exponential pause after runtime or proxy errors.
-#[derive(Debug, Default)]
+/// Exponential pause after errors: 1 s, doubling up to `cap`.
+#[derive(Debug)]
 struct Backoff {
     until: Option<Instant>,
     delay: Duration,
+    cap: Duration,
 }
 
 impl Backoff {
+    fn new(cap: Duration) -> Backoff {
+        Backoff {
+            until: None,
+            delay: Duration::ZERO,
+            cap,
+        }
+    }
+
     fn fail(&mut self, now: Instant) -> Duration {
-        self.delay = (self.delay * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+        self.delay = (self.delay * 2).clamp(Duration::from_secs(1), self.cap);
         self.until = Some(now + self.delay);
         self.delay
     }
 
     fn ok(&mut self) {
-        *self = Backoff::default();
+        *self = Backoff::new(self.cap);
     }
 
     fn active(&self, now: Instant) -> bool {
         self.until.is_some_and(|u| u > now)
+    }
+}
+
+/// Failed replica starts of a pool.
+#[derive(Debug)]
+struct Starts {
+    backoff: Backoff,
+    in_a_row: u32,
+    total: u64,
+    last_error: Option<String>,
+    /// When the last failure happened: only replicas ready after it end the run.
+    last_failure: Option<Instant>,
+}
+
+impl Default for Starts {
+    fn default() -> Starts {
+        Starts {
+            backoff: Backoff::new(MAX_START_BACKOFF),
+            in_a_row: 0,
+            total: 0,
+            last_error: None,
+            last_failure: None,
+        }
     }
 }
 
@@ -109,8 +166,11 @@ pub struct Autoscaler {
     last_active: Instant,
     last_reason: &'static str,
     tasks: JoinSet<Done>,
-    deaths: broadcast::Receiver<Replica>,
+    deaths: broadcast::Receiver<Death>,
     backoff: Backoff,
+    starts: Starts,
+    /// No replica of this loop has been ready yet: requests are held.
+    warming: bool,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -137,7 +197,9 @@ impl Autoscaler {
             last_active: Instant::now(),
             last_reason: "",
             tasks: JoinSet::new(),
-            backoff: Backoff::default(),
+            backoff: Backoff::new(MAX_BACKOFF),
+            starts: Starts::default(),
+            warming: true,
             shutdown,
         }
     }
@@ -167,8 +229,8 @@ impl Autoscaler {
                     }
                 }
                 death = self.deaths.recv() => match death {
-                    Ok(r) if r.pool == self.pool => {
-                        self.on_death(r).await;
+                    Ok(d) if d.replica.pool == self.pool => {
+                        self.on_death(d.replica, &d.reason).await;
                         self.tick().await;
                     }
                     Ok(_) => {}
@@ -194,13 +256,20 @@ impl Autoscaler {
 
     fn apply_policy(&mut self) {
         self.window.clear();
-        if let Some(p) = &self.local_pool {
-            let hold = self
-                .policy
-                .scale_to_zero
-                .map(|z| (z.hold_queue as usize, z.hold_timeout));
-            p.hold.set(hold);
-        }
+        self.set_hold();
+    }
+
+    /// Holds requests while the pool warms up (unless failing) or scales from zero.
+    fn set_hold(&self) {
+        let Some(p) = &self.local_pool else {
+            return;
+        };
+        let hold = match self.policy.scale_to_zero {
+            Some(z) => Some((z.hold_queue as usize, z.hold_timeout)),
+            None if self.warming && self.starts.in_a_row == 0 => Some(startup_hold(&self.policy)),
+            None => None,
+        };
+        p.hold.set(hold);
     }
 
     /// One evaluation: sync, observe, decide, act.
@@ -209,6 +278,7 @@ impl Autoscaler {
         if !self.backoff.active(now) {
             self.sync(now).await;
         }
+        self.check_recovered(now);
         let members = match self.parts.control.members(&self.pool).await {
             Ok(m) => m,
             Err(e) => {
@@ -249,6 +319,7 @@ impl Autoscaler {
             return;
         }
         match d.direction() {
+            Direction::Up if self.starts.backoff.active(now) => {}
             Direction::Up => self.scale_up(d.to - d.from, now).await,
             Direction::Down => self.scale_down(d.from - d.to, &members),
             Direction::Hold => {}
@@ -292,7 +363,7 @@ impl Autoscaler {
             .map(|t| t.replica.clone())
             .collect();
         for r in gone {
-            self.on_death(r).await;
+            self.on_death(r, "gone from the runtime").await;
         }
         for r in listed {
             if !self.replicas.contains_key(&r.id) {
@@ -312,6 +383,7 @@ impl Autoscaler {
         let started = Instant::now();
         let runtime = self.parts.runtime.clone();
         let results = futures::future::join_all((0..n).map(|_| runtime.start(&spec))).await;
+        let mut refused = None;
         for result in results {
             match result {
                 Ok(r) => {
@@ -322,11 +394,68 @@ impl Autoscaler {
                     m::ACTIONS
                         .with_label_values(&[&self.pool, "start", "error"])
                         .inc();
-                    let delay = self.backoff.fail(now);
-                    tracing::warn!(pool = %self.pool, error = %e, retry_in = ?delay, "Cannot start a replica");
+                    refused = Some(e);
                 }
             }
         }
+        // One failure per attempt, however many replicas it asked for.
+        if let Some(e) = refused {
+            self.start_failed(format!("cannot start a replica: {e}"), now);
+        }
+    }
+
+    /// Counts a failed start and backs off before the next one.
+    fn start_failed(&mut self, why: String, now: Instant) {
+        let delay = self.starts.backoff.fail(now);
+        self.starts.in_a_row += 1;
+        self.starts.total += 1;
+        self.starts.last_failure = Some(now);
+        m::START_FAILURES.with_label_values(&[&self.pool]).inc();
+        tracing::warn!(pool = %self.pool, failures_in_a_row = self.starts.in_a_row, retry_in = ?delay, reason = %why, "Replica failed to start; backing off");
+        self.starts.last_error = Some(why);
+        self.publish_starts();
+        self.set_hold();
+    }
+
+    /// Ends a run of failed starts once a replica started after the last
+    /// failure has stayed ready for [`START_WINDOW`].
+    fn check_recovered(&mut self, now: Instant) {
+        let Some(failed_at) = self.starts.last_failure else {
+            return;
+        };
+        let stable = self.replicas.values().any(|t| {
+            t.phase == Phase::Ready
+                && t.since > failed_at
+                && now.saturating_duration_since(t.since) >= START_WINDOW
+        });
+        if stable && self.starts.in_a_row > 0 {
+            tracing::info!(pool = %self.pool, after = self.starts.in_a_row, "Replicas start again");
+            self.starts.in_a_row = 0;
+            self.starts.last_failure = None;
+            self.starts.backoff.ok();
+            self.publish_starts();
+            self.set_hold();
+        }
+    }
+
+    fn publish_starts(&self) {
+        let now = Instant::now();
+        let retry_at = self.starts.backoff.until.filter(|u| *u > now).map(|u| {
+            let ms = u64::try_from((u - now).as_millis()).unwrap_or(u64::MAX);
+            (self.parts.clock.unix_secs() * 1000).saturating_add(ms)
+        });
+        m::START_FAILING
+            .with_label_values(&[&self.pool])
+            .set(i64::from(self.starts.in_a_row));
+        journal::set_starts(
+            &self.pool,
+            journal::Starts {
+                failures_in_a_row: self.starts.in_a_row,
+                failures_total: self.starts.total,
+                last_error: self.starts.last_error.clone(),
+                retry_at_unix_ms: retry_at,
+            },
+        );
     }
 
     /// Tracks a replica as starting and waits for its `/ready` in a task.
@@ -353,6 +482,7 @@ impl Autoscaler {
             Tracked {
                 replica: r,
                 phase: Phase::Starting,
+                since,
                 task: Some(task),
             },
         );
@@ -417,8 +547,13 @@ impl Autoscaler {
                 match self.replicas.get_mut(&r.id) {
                     Some(t) if t.phase == Phase::Starting => {
                         t.phase = Phase::Ready;
+                        t.since = Instant::now();
                         t.task = None;
                         tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, ms = took.as_millis() as u64, "Replica ready, in the pool");
+                        if self.warming {
+                            self.warming = false;
+                            self.set_hold();
+                        }
                     }
                     // Died or scaled away while starting: take it out again.
                     _ => {
@@ -431,7 +566,7 @@ impl Autoscaler {
                     .with_label_values(&[&self.pool, "start", "error"])
                     .inc();
                 tracing::warn!(pool = %self.pool, replica = %r.id, reason = %why, "Replica failed to start; removing it");
-                self.backoff.fail(Instant::now());
+                self.start_failed(why, Instant::now());
                 self.drain(&r.id);
             }
             Done::Stopped(r) => {
@@ -453,14 +588,26 @@ impl Autoscaler {
         }
     }
 
-    /// A replica died on its own: out of the pool at once, and cleaned up.
-    async fn on_death(&mut self, r: Replica) {
+    /// A replica died on its own: out of the pool at once, and cleaned up;
+    /// a failed start if it had not been ready for [`START_WINDOW`].
+    async fn on_death(&mut self, r: Replica, reason: &str) {
         // Events carry only the id: use the tracked replica's address.
-        let r = match self.replicas.get(&r.id) {
-            Some(t) if t.phase != Phase::Draining => t.replica.clone(),
+        let (r, phase, since) = match self.replicas.get(&r.id) {
+            Some(t) if t.phase != Phase::Draining => (t.replica.clone(), t.phase, t.since),
             _ => return,
         };
-        tracing::warn!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Replica died; removing it from the pool");
+        tracing::warn!(pool = %self.pool, replica = %r.id, addr = %r.addr, reason = %reason, "Replica died; removing it from the pool");
+        let now = Instant::now();
+        let lived = now.saturating_duration_since(since);
+        if phase == Phase::Starting {
+            self.start_failed(format!("exited before it was ready: {reason}"), now);
+        } else if lived < START_WINDOW {
+            let secs = lived.as_secs_f64();
+            self.start_failed(
+                format!("exited {secs:.1}s after it was ready: {reason}"),
+                now,
+            );
+        }
         if let Err(e) = self.parts.control.remove(&self.pool, r.addr).await {
             tracing::warn!(pool = %self.pool, error = %e, "Cannot remove dead replica from the pool");
         }

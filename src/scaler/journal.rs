@@ -1,4 +1,5 @@
-//! The last decisions of every pool in this process, for `GET /admin/scaler` and `gantry status`.
+//! The last decisions of every pool in this process, and how its replica
+//! starts are going, for `GET /admin/scaler` and `gantry status`.
 //!
 //! Process-wide like the metrics registry. Repeats of the same decision
 //! (same counts, same reason) fold into one entry with a count, so a steady
@@ -35,13 +36,50 @@ pub struct Entry {
     pub repeats: u32,
 }
 
-static JOURNAL: LazyLock<Mutex<BTreeMap<String, VecDeque<Entry>>>> =
-    LazyLock::new(Default::default);
+/// How a pool's replica starts are going: a crash-looping worker shows here.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Starts {
+    /// Failed starts since a replica last stayed ready; above 0 the pool is failing.
+    pub failures_in_a_row: u32,
+    /// Failed starts since this process started.
+    pub failures_total: u64,
+    /// Why the last start failed (the worker's exit status and last words).
+    pub last_error: Option<String>,
+    /// While backing off: when the next start may be tried (Unix ms).
+    pub retry_at_unix_ms: Option<u64>,
+}
+
+/// What `GET /admin/scaler` shows of one pool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolJournal {
+    /// Recent decisions, oldest first.
+    pub decisions: Vec<Entry>,
+    /// Replica starts.
+    pub starts: Starts,
+}
+
+#[derive(Default)]
+struct Kept {
+    decisions: VecDeque<Entry>,
+    starts: Starts,
+}
+
+/// One entry per pool with a scaling loop (pools come from the proxy config).
+static JOURNAL: LazyLock<Mutex<BTreeMap<String, Kept>>> = LazyLock::new(Default::default);
+
+fn journal() -> std::sync::MutexGuard<'static, BTreeMap<String, Kept>> {
+    JOURNAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records how `pool`'s starts are going.
+pub fn set_starts(pool: &str, starts: Starts) {
+    journal().entry(pool.to_string()).or_default().starts = starts;
+}
 
 /// Records a decision.
 pub fn record(entry: Entry) {
-    let mut j = JOURNAL.lock().unwrap_or_else(|e| e.into_inner());
-    let list = j.entry(entry.pool.clone()).or_default();
+    let mut j = journal();
+    let list = &mut j.entry(entry.pool.clone()).or_default().decisions;
     if let Some(last) = list.back_mut() {
         let same = (last.from, last.to, &last.reason) == (entry.from, entry.to, &entry.reason);
         if same {
@@ -58,10 +96,14 @@ pub fn record(entry: Entry) {
     }
 }
 
-/// Every pool's recent decisions, oldest first.
-pub fn snapshot() -> BTreeMap<String, Vec<Entry>> {
-    let j = JOURNAL.lock().unwrap_or_else(|e| e.into_inner());
-    j.iter()
-        .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+/// Every pool's recent decisions (oldest first) and starts.
+pub fn snapshot() -> BTreeMap<String, PoolJournal> {
+    journal()
+        .iter()
+        .map(|(k, v)| {
+            let decisions = v.decisions.iter().cloned().collect();
+            let starts = v.starts.clone();
+            (k.clone(), PoolJournal { decisions, starts })
+        })
         .collect()
 }

@@ -196,7 +196,14 @@ pub fn parts(
 /// Replicas of the local runtime are killed when the proxy stops
 /// ([`runtime::local::kill_all`]); containers stay for the next run to adopt.
 pub fn spawn_in_proxy(proxy: &mut crate::proxy::Proxy, config: config::ScalerConfig) {
-    let control: Arc<dyn control::PoolControl> = Arc::new(control::InProcess::new(proxy.pools()));
+    // Before the listener opens: the first requests wait for the first replicas.
+    let pools = proxy.pools();
+    for (name, policy) in policy::load_dir(&config.policies).0 {
+        if let Ok(pool) = pools.get(&name) {
+            pool.hold.set(Some(autoscaler::startup_hold(&policy)));
+        }
+    }
+    let control: Arc<dyn control::PoolControl> = Arc::new(control::InProcess::new(pools));
     proxy.spawn(Box::pin(async move {
         let parts = match parts(&config, control) {
             Ok(p) => p,

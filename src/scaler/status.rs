@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::control::ControlError;
 use super::http::HttpClient;
-use super::journal::Entry;
+use super::journal::{PoolJournal, Starts};
 use crate::proxy::admin::PoolView;
 
 /// Decisions shown per pool.
@@ -32,7 +32,7 @@ pub async fn fetch(admin: &str, scaler: &str) -> Result<String, ControlError> {
     let pools = get(format!("{}/admin/pools", admin.trim_end_matches('/'))).await?;
     let pools: Vec<PoolView> =
         serde_json::from_slice(&pools).map_err(|e| ControlError::Decode(e.to_string()))?;
-    let decisions: BTreeMap<String, Vec<Entry>> =
+    let decisions: BTreeMap<String, PoolJournal> =
         match get(format!("{}/admin/scaler", scaler.trim_end_matches('/'))).await {
             Ok(body) => serde_json::from_slice(&body).unwrap_or_default(),
             Err(_) => BTreeMap::new(),
@@ -41,7 +41,7 @@ pub async fn fetch(admin: &str, scaler: &str) -> Result<String, ControlError> {
 }
 
 /// The text of `gantry status`.
-pub fn render(pools: &[PoolView], decisions: &BTreeMap<String, Vec<Entry>>) -> String {
+pub fn render(pools: &[PoolView], journal: &BTreeMap<String, PoolJournal>) -> String {
     let mut out = String::new();
     for p in pools {
         let _ = writeln!(out, "pool {} ({})", p.name, p.policy);
@@ -55,7 +55,11 @@ pub fn render(pools: &[PoolView], decisions: &BTreeMap<String, Vec<Entry>>) -> S
                 b.addr, b.state, b.inflight
             );
         }
-        match decisions.get(&p.name).filter(|d| !d.is_empty()) {
+        let pool = journal.get(&p.name);
+        if let Some(starts) = pool.map(|j| &j.starts).filter(|s| s.failures_in_a_row > 0) {
+            failing(&mut out, starts);
+        }
+        match pool.map(|j| &j.decisions).filter(|d| !d.is_empty()) {
             None => {
                 let _ = writeln!(out, "  scaler: no decisions");
             }
@@ -80,6 +84,21 @@ pub fn render(pools: &[PoolView], decisions: &BTreeMap<String, Vec<Entry>>) -> S
     out
 }
 
+/// The lines of a pool whose replicas keep failing to start.
+fn failing(out: &mut String, s: &Starts) {
+    let next = s.retry_at_unix_ms.map_or(String::new(), |at| {
+        format!(", next try at {} UTC", clock(at))
+    });
+    let _ = writeln!(
+        out,
+        "  FAILING: {} replica start(s) failed in a row{next}",
+        s.failures_in_a_row
+    );
+    if let Some(e) = &s.last_error {
+        let _ = writeln!(out, "    last: {e}");
+    }
+}
+
 /// `HH:MM:SS` of a Unix time in milliseconds, UTC.
 fn clock(unix_ms: u64) -> String {
     let s = unix_ms / 1000 % 86_400;
@@ -90,6 +109,7 @@ fn clock(unix_ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::proxy::admin::BackendView;
+    use crate::scaler::journal::Entry;
 
     #[test]
     fn renders_backends_and_newest_decisions_first() {
@@ -114,15 +134,28 @@ mod tests {
             message: msg.into(),
             repeats,
         };
-        let d = BTreeMap::from([(
-            "analysis".to_string(),
-            vec![
+        let mut j = PoolJournal {
+            decisions: vec![
                 entry(3_600_000, 1, 2, "analysis 1 -> 2: below min 2", 1),
                 entry(3_661_000, 2, 2, "analysis 2 -> 2: steady", 7),
             ],
-        )]);
+            starts: Starts::default(),
+        };
+        let d = BTreeMap::from([("analysis".to_string(), j.clone())]);
         let text = render(&pools, &d);
         let want = "pool analysis (p2c)\n  127.0.0.1:4000         up        in flight 2\n  scaler: desired 2, current 2, ready 2; last decisions (UTC):\n    01:01:01  analysis 2 -> 2: steady (x7)\n    01:00:00  analysis 1 -> 2: below min 2\n";
         assert_eq!(text, want);
+
+        j.starts = Starts {
+            failures_in_a_row: 3,
+            failures_total: 4,
+            last_error: Some("exited before it was ready: exit status: 1: error: boom".into()),
+            retry_at_unix_ms: Some(3_662_000),
+        };
+        let text = render(&pools, &BTreeMap::from([("analysis".to_string(), j)]));
+        assert!(
+            text.contains("  FAILING: 3 replica start(s) failed in a row, next try at 01:01:02 UTC\n    last: exited before it was ready: exit status: 1: error: boom\n"),
+            "{text}"
+        );
     }
 }

@@ -209,6 +209,8 @@ impl Up {
             .arg(self.dir.path().join("gantry.yaml"))
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info,pingora=warn")
+            // Workers find ONNX Runtime by themselves unless a test says where.
+            .env_remove("ORT_DYLIB_PATH")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)

@@ -250,3 +250,59 @@ async fn held_requests_time_out_when_nothing_starts() {
     assert_eq!(first.await.unwrap(), crate::proxy::hold::Held::TimedOut);
     r.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn replicas_that_exit_at_once_back_off_then_recover() {
+    let runtime = Arc::new(FakeRuntime::new());
+    runtime.crash.store(true, Ordering::Relaxed);
+    let r = rig_with("crashloop", "min: 1\nmax: 2\n", runtime);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // 1 s doubling: tries at about 0, 2, 5, 10 and 19 s; one a tick without backoff.
+    let starts = r.log().iter().filter(|l| l.starts_with("start")).count();
+    assert!((3..=6).contains(&starts), "{starts} starts: {:?}", r.log());
+    let starts_seen = |j: &std::collections::BTreeMap<String, journal::PoolJournal>| {
+        j.get("crashloop")
+            .map(|p| p.starts.clone())
+            .unwrap_or_default()
+    };
+    let s = starts_seen(&journal::snapshot());
+    assert!(s.failures_in_a_row as usize >= starts - 1, "{s:?}");
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("exited before it was ready")),
+        "{s:?}"
+    );
+    assert!(s.retry_at_unix_ms.is_some(), "{s:?}");
+    let failures = m::START_FAILURES.with_label_values(&["crashloop"]).get();
+    assert_eq!(failures, u64::from(s.failures_in_a_row));
+    // A failing pool answers at once instead of holding requests.
+    let pool = r.pools.get("crashloop").unwrap().clone();
+    assert_eq!(pool.hold.wait(&pool).await, crate::proxy::hold::Held::Off);
+
+    r.runtime.crash.store(false, Ordering::Relaxed);
+    until("a replica in the pool", || r.in_pool() == 1).await;
+    tokio::time::sleep(START_WINDOW + Duration::from_secs(2)).await;
+    let s = starts_seen(&journal::snapshot());
+    assert_eq!(s.failures_in_a_row, 0, "{s:?}");
+    let failures = m::START_FAILURES.with_label_values(&["crashloop"]).get();
+    assert_eq!(s.failures_total, failures);
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_warming_pool_holds_requests_until_its_first_replica_is_ready() {
+    let runtime = Arc::new(FakeRuntime::new());
+    runtime.slow.store(true, Ordering::Relaxed);
+    let r = rig_with("warm", "min: 1\nmax: 2\n", runtime);
+    let pool = r.pools.get("warm").unwrap().clone();
+    let p = pool.clone();
+    let held = tokio::spawn(async move { p.hold.wait(&p).await });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!held.is_finished(), "the request was not held");
+    r.runtime.slow.store(false, Ordering::Relaxed);
+    assert_eq!(held.await.unwrap(), crate::proxy::hold::Held::Ready);
+    // Warm: no more holding for a pool that does not scale to zero.
+    assert_eq!(pool.hold.wait(&pool).await, crate::proxy::hold::Held::Off);
+    r.stop().await;
+}

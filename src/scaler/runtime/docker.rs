@@ -27,15 +27,16 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    http_ready, probe_client, Replica, ReplicaSpec, Runtime, RuntimeError, Usage, MANAGED_LABEL,
-    POOL_LABEL,
+    http_ready, last_words, probe_client, Death, Replica, ReplicaSpec, Runtime, RuntimeError,
+    Usage, MANAGED_LABEL, POOL_LABEL,
 };
 use crate::scaler::config::DockerConfig;
 use crate::scaler::http::HttpClient;
@@ -48,7 +49,7 @@ pub struct DockerRuntime {
     config: DockerConfig,
     docker: tokio::sync::Mutex<Option<Docker>>,
     network_ready: tokio::sync::Mutex<bool>,
-    deaths: broadcast::Sender<Replica>,
+    deaths: broadcast::Sender<Death>,
     client: HttpClient,
     /// CPU limit per container id, cores (for CPU % of the limit).
     cpus: Mutex<HashMap<String, f64>>,
@@ -127,6 +128,7 @@ impl DockerRuntime {
         let opts = EventsOptionsBuilder::default().filters(&filters).build();
         let mut stream = d.events(Some(opts));
         let deaths = self.deaths.clone();
+        let d = d.clone();
         async move {
             while let Some(ev) = stream.next().await {
                 let Ok(ev) = ev else { break };
@@ -135,12 +137,18 @@ impl DockerRuntime {
                 let (Some(id), Some(pool)) = (actor.id, attrs.get(POOL_LABEL)) else {
                     continue;
                 };
-                tracing::warn!(container = %id, pool = %pool, "Managed container died");
-                let _ = deaths.send(Replica {
+                let code = attrs.get("exitCode").map_or("?", String::as_str);
+                let reason = match last_log_line(&d, &id).await {
+                    Some(words) => format!("exit code {code}: {words}"),
+                    None => format!("exit code {code}"),
+                };
+                tracing::warn!(container = %id, pool = %pool, reason = %reason, "Managed container died");
+                let replica = Replica {
                     id,
                     pool: pool.clone(),
                     addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                });
+                };
+                let _ = deaths.send(Death { replica, reason });
             }
         }
     }
@@ -403,7 +411,26 @@ impl Runtime for DockerRuntime {
         futures::future::join_all(replicas.iter().map(|r| self.usage_of(d, &r.id))).await
     }
 
-    fn deaths(&self) -> broadcast::Receiver<Replica> {
+    fn deaths(&self) -> broadcast::Receiver<Death> {
         self.deaths.subscribe()
     }
+}
+
+/// The telling line of a dead container's last log lines (see [`last_words`]).
+async fn last_log_line(d: &Docker, id: &str) -> Option<String> {
+    let opts = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail("20")
+        .build();
+    let read = d
+        .logs(id, Some(opts))
+        .take(20)
+        .filter_map(|chunk| async move { chunk.ok().map(|c| c.to_string()) })
+        .collect::<Vec<String>>();
+    let chunks = tokio::time::timeout(Duration::from_secs(2), read)
+        .await
+        .ok()?;
+    let text = chunks.concat();
+    last_words(text.lines())
 }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{Replica, ReplicaSpec, Runtime, RuntimeError, Usage};
+use super::{Death, Replica, ReplicaSpec, Runtime, RuntimeError, Usage};
 
 /// The fake runtime.
 #[derive(Debug)]
@@ -23,9 +23,11 @@ pub struct FakeRuntime {
     pub down: AtomicBool,
     /// When set, new replicas do not report ready.
     pub slow: AtomicBool,
+    /// When set, new replicas exit at once: started, but gone from the next list.
+    pub crash: AtomicBool,
     /// Every start and stop, in order (`start <id>`, `stop <id>`).
     pub log: Mutex<Vec<String>>,
-    deaths: broadcast::Sender<Replica>,
+    deaths: broadcast::Sender<Death>,
 }
 
 impl Default for FakeRuntime {
@@ -35,6 +37,7 @@ impl Default for FakeRuntime {
             next_port: AtomicU16::new(20000),
             down: AtomicBool::new(false),
             slow: AtomicBool::new(false),
+            crash: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
             deaths: broadcast::channel(64).0,
         }
@@ -76,8 +79,16 @@ impl FakeRuntime {
 
     /// Kills a replica: it disappears and a death event is sent.
     pub fn kill(&self, id: &str) -> Option<Replica> {
+        self.kill_with(id, "killed (fake)")
+    }
+
+    /// Kills a replica that leaves `reason` behind (its exit status, its last words).
+    pub fn kill_with(&self, id: &str, reason: &str) -> Option<Replica> {
         let r = self.map().remove(id)?;
-        let _ = self.deaths.send(r.clone());
+        let _ = self.deaths.send(Death {
+            replica: r.clone(),
+            reason: reason.into(),
+        });
         Some(r)
     }
 
@@ -113,7 +124,9 @@ impl Runtime for FakeRuntime {
     async fn start(&self, spec: &ReplicaSpec) -> Result<Replica, RuntimeError> {
         self.check_up()?;
         let r = self.make(&spec.pool);
-        self.map().insert(r.id.clone(), r.clone());
+        if !self.crash.load(Ordering::Relaxed) {
+            self.map().insert(r.id.clone(), r.clone());
+        }
         self.note(format!("start {}", r.id));
         Ok(r)
     }
@@ -133,7 +146,7 @@ impl Runtime for FakeRuntime {
         vec![Usage::default(); replicas.len()]
     }
 
-    fn deaths(&self) -> broadcast::Receiver<Replica> {
+    fn deaths(&self) -> broadcast::Receiver<Death> {
         self.deaths.subscribe()
     }
 }

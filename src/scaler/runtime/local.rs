@@ -2,11 +2,13 @@
 //!
 //! Each child is owned by a waiter task that reports its exit as a death,
 //! unless the scaler asked it to stop (SIGTERM, then SIGKILL after
-//! [`STOP_GRACE`]). Every child's pid is also kept in a process-wide list so
+//! [`STOP_GRACE`]). A child's stderr is passed through to gantry's own, and
+//! its last [`KEPT_LINES`] lines are kept so a death says why (the worker's
+//! `error: ...` line). Every child's pid is also kept in a process-wide list so
 //! [`kill_all`] can end them when the process shuts down. CPU and memory
 //! are the host's (sysinfo): the children share it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -17,12 +19,20 @@ use async_trait::async_trait;
 use sysinfo::{Pid, ProcessesToUpdate, Signal, System};
 use tokio::sync::{broadcast, oneshot};
 
-use super::{http_ready, probe_client, Replica, ReplicaSpec, Runtime, RuntimeError, Usage};
+use super::{
+    http_ready, last_words, probe_client, truncate, Death, Replica, ReplicaSpec, Runtime,
+    RuntimeError, Usage, WORDS_MAX,
+};
 use crate::scaler::config::LocalConfig;
 use crate::scaler::http::HttpClient;
 
 /// Time a stopped child gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Lines of a child's stderr kept to explain its exit.
+pub const KEPT_LINES: usize = 20;
+/// Longest stderr line passed through whole; longer ones are split.
+const LINE_MAX: usize = 8 * 1024;
 
 /// Pids of every child started by this process.
 static CHILDREN: LazyLock<Mutex<BTreeSet<u32>>> = LazyLock::new(Default::default);
@@ -62,7 +72,7 @@ pub struct LocalRuntime {
     args: Vec<String>,
     env: BTreeMap<String, String>,
     children: Mutex<BTreeMap<String, Child>>,
-    deaths: broadcast::Sender<Replica>,
+    deaths: broadcast::Sender<Death>,
     client: HttpClient,
     host: Mutex<Option<System>>,
 }
@@ -146,6 +156,7 @@ impl Runtime for LocalRuntime {
             .args(self.args_for(port))
             .envs(&self.env)
             .stdin(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
         // SIGTERM to the child when gantry dies, even by SIGKILL, so workers
@@ -161,6 +172,7 @@ impl Runtime for LocalRuntime {
         }
         let mut child = command.spawn().map_err(spawn_err)?;
         let pid = child.id().unwrap_or_default();
+        let stderr = child.stderr.take().map(|e| tokio::spawn(pass_through(e)));
         let replica = Replica {
             id: format!("local-{pid}"),
             pool: spec.pool.clone(),
@@ -180,9 +192,23 @@ impl Runtime for LocalRuntime {
         tokio::spawn(async move {
             tokio::select! {
                 status = child.wait() => {
-                    tracing::warn!(replica = %r.id, status = ?status.ok(), "Worker process exited");
                     lock(&CHILDREN).remove(&pid);
-                    let _ = deaths.send(r);
+                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    let lines = match stderr {
+                        // EOF follows the exit, unless a grandchild holds the pipe.
+                        Some(t) => tokio::time::timeout(Duration::from_secs(1), t)
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .unwrap_or_default(),
+                        None => Default::default(),
+                    };
+                    let reason = match last_words(lines.iter().map(String::as_str)) {
+                        Some(words) => format!("{status}: {words}"),
+                        None => status,
+                    };
+                    tracing::warn!(replica = %r.id, reason = %reason, "Worker process exited");
+                    let _ = deaths.send(Death { replica: r, reason });
                 }
                 ack = stop_rx => {
                     signal(&[pid], Signal::Term);
@@ -239,7 +265,67 @@ impl Runtime for LocalRuntime {
         vec![usage; replicas.len()]
     }
 
-    fn deaths(&self) -> broadcast::Receiver<Replica> {
+    fn deaths(&self) -> broadcast::Receiver<Death> {
         self.deaths.subscribe()
+    }
+}
+
+/// Copies a child's stderr to ours line by line until EOF; returns the last
+/// [`KEPT_LINES`] lines (each cut to [`WORDS_MAX`] bytes).
+async fn pass_through(mut from: impl tokio::io::AsyncRead + Unpin) -> VecDeque<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut kept = VecDeque::with_capacity(KEPT_LINES);
+    let mut out = tokio::io::stderr();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let keep = |line: &[u8], kept: &mut VecDeque<String>| {
+        if kept.len() == KEPT_LINES {
+            kept.pop_front();
+        }
+        let text = String::from_utf8_lossy(line).trim_end().to_string();
+        kept.push_back(truncate(text, WORDS_MAX));
+    };
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let _ = out.write_all(&buf[..n]).await;
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            keep(&line, &mut kept);
+        }
+        if pending.len() > LINE_MAX {
+            keep(&pending, &mut kept);
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        keep(&pending, &mut kept);
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pass_through_keeps_the_last_lines_bounded() {
+        let mut text = String::new();
+        for i in 0..100 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        text.push_str(&"x".repeat(3 * LINE_MAX));
+        text.push_str("\nerror: the end");
+        let kept = pass_through(text.as_bytes()).await;
+        assert_eq!(kept.len(), KEPT_LINES);
+        assert_eq!(kept.back().map(String::as_str), Some("error: the end"));
+        assert!(kept.iter().all(|l| l.len() <= WORDS_MAX + 3));
+        assert_eq!(
+            last_words(kept.iter().map(String::as_str)).as_deref(),
+            Some("error: the end")
+        );
     }
 }

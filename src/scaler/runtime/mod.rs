@@ -36,6 +36,16 @@ pub struct Replica {
     pub addr: SocketAddr,
 }
 
+/// A replica that died on its own, and what it left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Death {
+    /// The replica (Docker events carry only its id and pool).
+    pub replica: Replica,
+    /// Its exit status and last output line, e.g.
+    /// `exit status: 1: error: no ONNX Runtime library found at ...`.
+    pub reason: String,
+}
+
 /// What a new replica needs from the policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaSpec {
@@ -105,7 +115,7 @@ pub trait Runtime: Send + Sync + 'static {
     async fn usage(&self, replicas: &[Replica]) -> Vec<Usage>;
 
     /// Replicas that died on their own (container exit, process exit).
-    fn deaths(&self) -> broadcast::Receiver<Replica>;
+    fn deaths(&self) -> broadcast::Receiver<Death>;
 }
 
 /// `GET http://addr/ready` answers 2xx within a second.
@@ -119,4 +129,82 @@ pub async fn http_ready(client: &HttpClient, addr: SocketAddr) -> bool {
 /// A client for readiness probes.
 pub fn probe_client() -> HttpClient {
     HttpClient::new(Duration::from_secs(1))
+}
+
+/// The line of a replica's last output that best says why it stopped: the
+/// last one starting with `error` (the worker's `error: ...`), else the last
+/// non-empty one; ANSI colours removed, at most [`WORDS_MAX`] bytes.
+pub fn last_words<'a>(lines: impl DoubleEndedIterator<Item = &'a str> + Clone) -> Option<String> {
+    let clean = |l: &str| strip_ansi(l).trim().to_string();
+    let pick = lines
+        .clone()
+        .rev()
+        .map(clean)
+        .find(|l| l.to_ascii_lowercase().starts_with("error"))
+        .or_else(|| lines.rev().map(clean).find(|l| !l.is_empty()))?;
+    Some(truncate(pick, WORDS_MAX))
+}
+
+/// Longest reason kept from a replica's output.
+pub const WORDS_MAX: usize = 1024;
+
+/// `s` cut to at most `max` bytes on a character boundary, marked with `…`.
+pub fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// `s` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(output: &str, want: Option<&str>) {
+        assert_eq!(last_words(output.lines()).as_deref(), want, "{output:?}");
+    }
+
+    #[test]
+    fn last_words_prefer_the_error_line() {
+        check(
+            "\u{1b}[2mINFO\u{1b}[0m loading\nerror: no ONNX Runtime library found at /x\nbye\n",
+            Some("error: no ONNX Runtime library found at /x"),
+        );
+        check("starting\nsegfault here\n\n", Some("segfault here"));
+        check("", None);
+        check("\n  \n", None);
+    }
+
+    #[test]
+    fn long_lines_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(WORDS_MAX);
+        let got = last_words(std::iter::once(long.as_str())).unwrap();
+        assert!(got.len() <= WORDS_MAX + '…'.len_utf8());
+        assert!(got.ends_with('…'));
+    }
 }
