@@ -5,21 +5,26 @@ CARGO ?= cargo
 ORT_VERSION ?= 1.31.1
 ORT_DIR := .cache/onnxruntime-$(ORT_VERSION)
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so
-export ORT_DYLIB_PATH ?= $(abspath $(ORT_LIB))
 
 include models/model.mk
 
-.PHONY: run test build release onnxruntime bench-proxy bench-cache clean-containers fmt lint
+.PHONY: run test build release onnxruntime deps deps-test bench-proxy bench-cache clean-containers fmt lint
 
-build:
+# System packages (cmake for Pingora's zlib-ng, ...): installed when missing, or the command to run is printed.
+deps:
+	@scripts/install-deps.sh run
+deps-test:
+	@scripts/install-deps.sh test
+
+build: deps
 	$(CARGO) build
 
-release:
+release: deps
 	$(CARGO) build --release
 
 # libonnxruntime.so from the pinned PyPI wheel (no other download source is used).
 onnxruntime: $(ORT_LIB)
-$(ORT_LIB):
+$(ORT_LIB): | deps
 	@mkdir -p $(ORT_DIR)/wheel
 	python3 -m pip download --quiet --no-deps --only-binary=:all: \
 	  --dest $(ORT_DIR)/wheel onnxruntime==$(ORT_VERSION)
@@ -33,7 +38,10 @@ run: release onnxruntime
 # The Docker tests scale a worker image built by the same script as
 # `make worker-image`, from the debug binary (no release build needed to test).
 TEST_WORKER_IMAGE ?= gantry-worker:ci
-test: onnxruntime
+# Reviewers' checks first (format, lints), then every test.
+test: deps-test onnxruntime
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) build --bins
 	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
 	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) $(CARGO) test --all-targets --no-fail-fast -- --test-threads=2

@@ -185,9 +185,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(s) => gantry::scaler::spawn_in_proxy(&mut proxy, s),
                 None => tracing::warn!("No `scaler:` section: running the proxy alone"),
             }
-            let result = proxy.run();
-            gantry::scaler::runtime::local::kill_all();
-            result?;
+            proxy.run()?;
         }
         Command::Scaler {
             config,

@@ -35,12 +35,12 @@ const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     /// The file or its directory could not be created or opened.
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}: {cause}")]
     Open {
         /// The database file.
         path: PathBuf,
         /// Why.
-        source: Box<redb::Error>,
+        cause: Box<redb::Error>,
     },
     /// A read or write failed.
     #[error("{0}")]
@@ -119,7 +119,7 @@ impl DiskTier {
     pub fn open(cfg: &DiskConfig, clock: Arc<dyn Clock>) -> Result<DiskTier, DiskError> {
         let open_err = |e: redb::Error| DiskError::Open {
             path: cfg.path.clone(),
-            source: Box::new(e),
+            cause: Box::new(e),
         };
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_err(e.into()))?;

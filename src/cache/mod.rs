@@ -48,10 +48,22 @@ pub use tiered::{Cache, FillGuard, Hit, Lookup, Miss, Purge, PurgeReport, Tier};
 pub enum CacheError {
     /// The disk tier could not be opened or used.
     #[error("disk cache: {0}")]
-    Disk(#[from] disk::DiskError),
+    Disk(disk::DiskError),
     /// The Redis tier could not be set up (a bad URL; an unreachable server is not an error).
     #[error("redis cache: {0}")]
-    Redis(#[from] redis::RemoteError),
+    Redis(redis::RemoteError),
+}
+
+impl From<disk::DiskError> for CacheError {
+    fn from(e: disk::DiskError) -> CacheError {
+        CacheError::Disk(e)
+    }
+}
+
+impl From<redis::RemoteError> for CacheError {
+    fn from(e: redis::RemoteError) -> CacheError {
+        CacheError::Redis(e)
+    }
 }
 
 #[cfg(test)]

@@ -24,12 +24,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum WarmError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Lines that are not valid requests, each `file:line: message`.
     #[error("{} bad line(s):\n{}", .0.len(), .0.join("\n"))]
@@ -119,7 +119,7 @@ fn build(r: WarmRequest) -> Result<http::Request<Full<Bytes>>, String> {
 pub async fn replay(proxy: &str, file: &Path, concurrency: usize) -> Result<WarmReport, WarmError> {
     let text = std::fs::read_to_string(file).map_err(|source| WarmError::Read {
         path: file.display().to_string(),
-        source,
+        cause: source,
     })?;
     let requests = parse(file, &text)?;
     let base: http::Uri = proxy.parse().map_err(|_| WarmError::Url(proxy.into()))?;

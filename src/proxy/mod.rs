@@ -33,30 +33,71 @@ pub use pool::{Pool, PoolError, Pools};
 /// A task that runs beside the proxy for as long as it runs.
 pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Something to do once the proxy has stopped serving (stop local workers).
+pub type Hook = Box<dyn FnOnce() + Send>;
+
+/// Longest a SIGTERM waits for requests in flight to finish.
+const MAX_SHUTDOWN_DRAIN: Duration = Duration::from_secs(60);
+/// Time for requests accepted just before SIGTERM to be counted.
+const SHUTDOWN_SETTLE: Duration = Duration::from_millis(100);
+/// How often the shutdown drain looks at the requests in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
 /// Errors starting the proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// The admin address could not be bound.
-    #[error("cannot listen on admin address {addr}: {source}")]
+    #[error("cannot listen on admin address {addr}: {cause}")]
     AdminBind {
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Pingora refused to build the server.
     #[error("cannot start the proxy server: {0}")]
     Server(String),
     /// The response cache could not be opened.
     #[error("cannot open the response cache: {0}")]
-    Cache(#[from] crate::cache::CacheError),
+    Cache(crate::cache::CacheError),
 }
 
-/// Runs admin API, health checks, system metrics and extra tasks on Pingora's background runtime.
+impl From<crate::cache::CacheError> for ProxyError {
+    fn from(e: crate::cache::CacheError) -> ProxyError {
+        ProxyError::Cache(e)
+    }
+}
+
+/// Runs admin API, health checks, system metrics and extra tasks on Pingora's
+/// background runtime, and the end of a graceful shutdown.
 struct Control {
     admin: Mutex<Option<std::net::TcpListener>>,
     state: admin::AdminState,
     extra: Mutex<Vec<Task>>,
+    /// Run once no request is in flight after SIGTERM (or when the server stops).
+    hooks: Arc<Mutex<Vec<Hook>>>,
+    /// Longest the shutdown waits for requests in flight.
+    drain: Duration,
+}
+
+/// Runs every hook once.
+fn run_hooks(hooks: &Mutex<Vec<Hook>>) {
+    let hooks = std::mem::take(&mut *hooks.lock().unwrap_or_else(|e| e.into_inner()));
+    for h in hooks {
+        h();
+    }
+}
+
+/// Resolves when no client request is in flight, or after `limit`.
+async fn requests_done(limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while crate::metrics::ACTIVE_CONNECTIONS.get() > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    true
 }
 
 #[async_trait]
@@ -84,8 +125,19 @@ impl BackgroundService for Control {
                 }
             });
         }
+        // SIGTERM: Pingora has stopped accepting. Let the requests in flight
+        // finish (bounded), then stop the workers and exit rather than sit
+        // out the rest of Pingora's fixed grace period.
         let _ = shutdown.changed().await;
+        // The listeners close on the same signal; a request they took just
+        // before it is counted once its head is read.
+        tokio::time::sleep(SHUTDOWN_SETTLE).await;
+        let done = requests_done(self.drain).await;
+        let left = crate::metrics::ACTIVE_CONNECTIONS.get();
+        tracing::info!(drained = done, requests_left = left, "Shutting down");
         tasks.abort_all();
+        run_hooks(&self.hooks);
+        std::process::exit(0);
     }
 }
 
@@ -96,6 +148,7 @@ pub struct Proxy {
     pools: Arc<Pools>,
     admin: std::net::TcpListener,
     extra: Vec<Task>,
+    hooks: Vec<Hook>,
     /// The response cache, when enabled and some route uses it.
     cache: Option<crate::cache::Cache>,
 }
@@ -106,14 +159,14 @@ impl Proxy {
         let admin = std::net::TcpListener::bind(config.admin_listen).map_err(|source| {
             ProxyError::AdminBind {
                 addr: config.admin_listen,
-                source,
+                cause: source,
             }
         })?;
         admin
             .set_nonblocking(true)
             .map_err(|source| ProxyError::AdminBind {
                 addr: config.admin_listen,
-                source,
+                cause: source,
             })?;
         let pools = Arc::new(Pools::from_config(&config));
         let mut extra: Vec<Task> = Vec::new();
@@ -132,6 +185,7 @@ impl Proxy {
             pools,
             admin,
             extra,
+            hooks: Vec::new(),
             cache,
         })
     }
@@ -146,10 +200,26 @@ impl Proxy {
         self.extra.push(task);
     }
 
-    /// Serves until SIGINT/SIGTERM.
+    /// Runs `hook` once the proxy has stopped serving.
+    pub fn on_shutdown(&mut self, hook: Hook) {
+        self.hooks.push(hook);
+    }
+
+    /// Serves until SIGINT (stop now) or SIGTERM (stop accepting, let the
+    /// requests in flight finish for up to the longest pool `drain_timeout`,
+    /// at most a minute, then exit). Shutdown hooks run either way.
     pub fn run(self) -> Result<(), ProxyError> {
+        let drain = self
+            .config
+            .pools
+            .iter()
+            .map(|p| p.drain_timeout)
+            .max()
+            .unwrap_or_default()
+            .min(MAX_SHUTDOWN_DRAIN);
         let conf = ServerConf {
-            grace_period_seconds: Some(0),
+            // Past the drain: the control service exits the process first.
+            grace_period_seconds: Some(drain.as_secs() + 1),
             graceful_shutdown_timeout_seconds: Some(5),
             max_retries: self
                 .config
@@ -182,11 +252,15 @@ impl Proxy {
                 cache: self.cache.clone(),
             },
             extra: Mutex::new(self.extra),
+            hooks: Arc::new(Mutex::new(self.hooks)),
+            drain,
         };
+        let hooks = control.hooks.clone();
         server.add_service(svc);
         server.add_service(background_service("gantry control", control));
         tracing::info!(listen = %self.config.listen, admin = %self.config.admin_listen, "Proxy starting");
         server.run(RunArgs::default());
+        run_hooks(&hooks);
         Ok(())
     }
 }

@@ -68,7 +68,7 @@ pub enum ControlError {
     Pool(#[from] PoolError),
     /// The admin API could not be reached.
     #[error("admin API: {0}")]
-    Http(#[from] HttpError),
+    Http(HttpError),
     /// The admin API answered with an error.
     #[error("admin API answered {status}: {body}")]
     Status {
@@ -80,6 +80,12 @@ pub enum ControlError {
     /// The admin API answered something unexpected.
     #[error("admin API: {0}")]
     Decode(String),
+}
+
+impl From<HttpError> for ControlError {
+    fn from(e: HttpError) -> ControlError {
+        ControlError::Http(e)
+    }
 }
 
 /// What the scaler needs from the proxy.

@@ -92,9 +92,9 @@ impl HttpClient {
             None => Full::new(Bytes::new()),
         };
         let req = req.body(body).map_err(|_| HttpError::Url(url.into()))?;
-        let transport = |e: &dyn std::fmt::Display| HttpError::Transport {
+        let transport = |e: &dyn std::error::Error| HttpError::Transport {
             url: url.into(),
-            message: e.to_string(),
+            message: chain(e),
         };
         let exchange = async {
             let resp = self.inner.request(req).await.map_err(|e| transport(&e))?;
@@ -111,6 +111,21 @@ impl HttpClient {
             .await
             .map_err(|_| HttpError::Timeout(url.into()))?
     }
+}
+
+/// `e: its source: that one's source`, each said once.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
 }
 
 /// Percent-encodes a query parameter value.

@@ -166,7 +166,13 @@ pub enum ScalerError {
     Control(#[from] control::ControlError),
     /// Binding a listener or starting the async runtime failed.
     #[error("{0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ScalerError {
+    fn from(e: std::io::Error) -> ScalerError {
+        ScalerError::Io(e)
+    }
 }
 
 /// The runtime, observer and clock for `config`, over `control`. Call
@@ -204,6 +210,7 @@ pub fn spawn_in_proxy(proxy: &mut crate::proxy::Proxy, config: config::ScalerCon
         }
     }
     let control: Arc<dyn control::PoolControl> = Arc::new(control::InProcess::new(pools));
+    proxy.on_shutdown(Box::new(runtime::local::kill_all));
     proxy.spawn(Box::pin(async move {
         let parts = match parts(&config, control) {
             Ok(p) => p,

@@ -16,12 +16,12 @@ pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Errors setting up the watch.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot watch {dir}: {source}")]
+#[error("cannot watch {dir}: {cause}")]
 pub struct WatchError {
     /// The directory.
     pub dir: PathBuf,
     /// Why.
-    pub source: notify::Error,
+    pub cause: notify::Error,
 }
 
 /// A live watch on a directory; dropping it stops watching.
@@ -45,13 +45,13 @@ impl DirWatch {
         })
         .map_err(|source| WatchError {
             dir: dir.to_path_buf(),
-            source,
+            cause: source,
         })?;
         watcher
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|source| WatchError {
                 dir: dir.to_path_buf(),
-                source,
+                cause: source,
             })?;
         Ok(DirWatch {
             _watcher: watcher,

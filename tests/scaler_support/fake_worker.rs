@@ -5,6 +5,7 @@
 //! and anything else after `FAKE_DELAY_MS` (default 20) with an
 //! `x-backend: <hostname>:<port>` header. With `FAKE_EXIT_WITH_PARENT=1` it
 //! exits when its parent does, so a killed test leaves no process behind.
+//! `FAKE_START_DELAY_MS` waits before listening, like a model loading.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -32,6 +33,11 @@ fn main() {
             }
         });
     }
+    let start_delay: u64 = std::env::var("FAKE_START_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(start_delay));
     let listener = TcpListener::bind(&listen).expect("bind");
     let port = listener.local_addr().unwrap().port();
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();

@@ -168,8 +168,19 @@ pub struct Up {
 
 impl Up {
     /// Writes `pools_routes_scaler` (YAML after the listen lines) and the
-    /// policies (`name`, text) and starts `gantry up`.
+    /// policies (`name`, text), starts `gantry up` and waits for its admin API.
     pub async fn start(
+        pools_routes_scaler: &str,
+        policies: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Up {
+        let up = Up::launch(pools_routes_scaler, policies, env);
+        up.wait_admin().await;
+        up
+    }
+
+    /// Like [`Up::start`], without waiting for anything.
+    pub fn launch(
         pools_routes_scaler: &str,
         policies: &[(&str, &str)],
         env: &[(&str, &str)],
@@ -193,7 +204,6 @@ impl Up {
             config,
         };
         up.spawn(env);
-        up.wait_admin().await;
         up
     }
 
@@ -357,6 +367,28 @@ impl Drop for Up {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// Pids of the processes `up` started whose name contains `name`.
+pub fn children(up: &Up, name: &str) -> Vec<u32> {
+    let parent = sysinfo::Pid::from_u32(up.child.as_ref().unwrap().id());
+    let mut sys = sysinfo::System::new();
+    sys.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
+    sys.processes()
+        .values()
+        .filter(|p| p.parent() == Some(parent) && p.thread_kind().is_none())
+        .filter(|p| p.name().to_string_lossy().contains(name))
+        .map(|p| p.pid().as_u32())
+        .collect()
+}
+
+/// Whether process `pid` is alive (a zombie is not).
+pub fn alive(pid: u32) -> bool {
+    let pid = sysinfo::Pid::from_u32(pid);
+    let mut sys = sysinfo::System::new();
+    sys.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[pid]), true);
+    sys.process(pid)
+        .is_some_and(|p| p.status() != sysinfo::ProcessStatus::Zombie)
 }
 
 pub fn client() -> reqwest::Client {

@@ -84,7 +84,7 @@ impl LocalRuntime {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(|source| RuntimeError::Spawn {
                 command: "gantry".into(),
-                source,
+                cause: source,
             })?,
         };
         Ok(LocalRuntime {
@@ -148,7 +148,7 @@ impl Runtime for LocalRuntime {
         let command = self.program.display().to_string();
         let spawn_err = |source| RuntimeError::Spawn {
             command: command.clone(),
-            source,
+            cause: source,
         };
         let port = free_port().map_err(spawn_err)?;
         let mut command = tokio::process::Command::new(&self.program);

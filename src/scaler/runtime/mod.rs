@@ -71,14 +71,14 @@ pub struct Usage {
 pub enum RuntimeError {
     /// The Docker engine refused or could not be reached.
     #[error("docker: {0}")]
-    Docker(#[from] bollard::errors::Error),
+    Docker(bollard::errors::Error),
     /// A process could not be started.
-    #[error("cannot start `{command}`: {source}")]
+    #[error("cannot start `{command}`: {cause}")]
     Spawn {
         /// The program.
         command: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A replica came up without an address the proxy can reach.
     #[error("replica {id} has no reachable address: {why}")]
@@ -91,6 +91,12 @@ pub enum RuntimeError {
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),
+}
+
+impl From<bollard::errors::Error> for RuntimeError {
+    fn from(e: bollard::errors::Error) -> RuntimeError {
+        RuntimeError::Docker(e)
+    }
 }
 
 /// Starts, lists and stops the replicas of pools.
