@@ -45,7 +45,7 @@ impl Drop for Reap {
 #[tokio::test]
 async fn child_process_prints_its_address_serves_and_stops_on_sigterm() {
     let mut cmd = gantry();
-    cmd.arg("--ort-lib").arg(ort_lib());
+    cmd.arg("worker").arg("--ort-lib").arg(ort_lib());
     serve_and_stop(cmd).await;
 }
 
@@ -54,15 +54,15 @@ async fn child_process_prints_its_address_serves_and_stops_on_sigterm() {
 #[tokio::test]
 async fn worker_finds_onnxruntime_without_being_told_where() {
     let mut cmd = gantry();
-    cmd.env_remove("ORT_DYLIB_PATH");
+    cmd.arg("worker").env_remove("ORT_DYLIB_PATH");
     serve_and_stop(cmd).await;
 }
 
-/// Runs `cmd worker` on a free port: it prints its address, answers the
+/// Runs `cmd` (`gantry worker ...`) on a free port: it prints its address, answers the
 /// golden score, and exits 0 on SIGTERM.
 async fn serve_and_stop(mut cmd: Command) {
     let mut child = Reap(
-        cmd.args(["worker", "--listen", "127.0.0.1:0", "--model"])
+        cmd.args(["--listen", "127.0.0.1:0", "--model"])
             .arg(model_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

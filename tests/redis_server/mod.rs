@@ -23,7 +23,7 @@ pub fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    /// Starts a server on a free port.
+    /// Starts a server on a free port (another, if someone takes that one first).
     pub fn start() -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s = RedisServer {
@@ -31,8 +31,13 @@ impl RedisServer {
             port: free_port(),
             dir,
         };
-        s.restart();
-        s
+        for _ in 0..5 {
+            if s.spawn() {
+                return s;
+            }
+            s.port = free_port();
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -48,8 +53,19 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, waiting until it accepts connections.
+    /// Starts it again on the same port, waiting until it answers.
     pub fn restart(&mut self) {
+        assert!(
+            self.spawn(),
+            "redis-server did not start again on {}",
+            self.port
+        );
+    }
+
+    /// Starts the server; true once it answers PING on its port. False if it
+    /// exited (the port was taken meanwhile): then whatever listens there is
+    /// not ours.
+    fn spawn(&mut self) -> bool {
         self.kill();
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
@@ -62,11 +78,31 @@ impl RedisServer {
             .expect("redis-server is installed (apt-get install redis-server)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    self.child = None;
+                    return false;
+                }
+            }
+            if pong(self.port) {
+                return true;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
+        panic!("redis-server did not answer on {} within 10 s", self.port);
     }
+}
+
+/// Whether the server on `port` answers `PING` with `+PONG`.
+fn pong(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 7];
+    c.write_all(b"PING\r\n").is_ok() && c.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
 impl Drop for RedisServer {
