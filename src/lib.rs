@@ -3,6 +3,8 @@
 //! Data path: request -> [`proxy`] (route, balance, retry) -> [`cache`] -> backend.
 //! Control path: [`metrics`] -> [`scaler`] (policy -> decision) -> runtime.
 //!
+//! - [`admin`] — the admin API's wire types and its client (the proxy serves it; the scaler and CLI call it);
+//! - [`client`] — a small HTTP/1 client for the control path;
 //! - [`config`] — proxy config: raw serde types, validation, located errors;
 //! - [`proxy`] — the Pingora service, pools, balancing, health, admin API;
 //! - [`cache`] — the tiered response cache (memory, Redis, disk);
@@ -11,7 +13,9 @@
 //! - [`metrics`] — every metric name, and the host collector;
 //! - [`telemetry`] — log set-up.
 
+pub mod admin;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod metrics;
 pub mod proxy;

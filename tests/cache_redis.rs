@@ -143,7 +143,7 @@ fn key(body: &str) -> CacheKey {
 
 fn x_cache(l: &Lookup) -> &'static str {
     match l {
-        Lookup::Hit(h) => h.x_cache(),
+        Lookup::Hit(h) => h.x_cache().as_str(),
         Lookup::Miss(_) => "MISS",
     }
 }

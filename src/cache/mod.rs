@@ -41,7 +41,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CacheConfig, EvictionPolicyKind, RouteCache};
 pub use entry::CachedResponse;
 pub use key::CacheKey;
-pub use tiered::{Cache, FillGuard, Hit, Lookup, Miss, Purge, PurgeReport, Tier};
+pub use tiered::{Cache, FillGuard, Hit, Lookup, Miss, Purge, PurgeReport, Tier, XCache};
 
 /// Errors building or running the cache.
 #[derive(Debug, thiserror::Error)]

@@ -105,7 +105,7 @@ fn key(s: &str) -> CacheKey {
 
 fn x_cache(l: &Lookup) -> &'static str {
     match l {
-        Lookup::Hit(h) => h.x_cache(),
+        Lookup::Hit(h) => h.x_cache().as_str(),
         Lookup::Miss(_) => "MISS",
     }
 }
@@ -183,7 +183,7 @@ async fn stale_while_revalidate_serves_stale_and_hands_out_one_refresh() {
         panic!("stale entry should be served")
     };
     assert_eq!(
-        (first.x_cache(), first.revalidate.is_some()),
+        (first.x_cache().as_str(), first.revalidate.is_some()),
         ("STALE", true)
     );
     let Lookup::Hit(second) = r.lookup(&key("a")).await else {
@@ -194,7 +194,10 @@ async fn stale_while_revalidate_serves_stale_and_hands_out_one_refresh() {
     let Lookup::Hit(h) = r.lookup(&key("a")).await else {
         panic!("refreshed")
     };
-    assert_eq!((h.x_cache(), &h.entry.body[..]), ("HIT-L1", &b"new"[..]));
+    assert_eq!(
+        (h.x_cache().as_str(), &h.entry.body[..]),
+        ("HIT-L1", &b"new"[..])
+    );
 }
 
 /// An empty Redis that lands a pending refresh during the next read: after a
@@ -290,7 +293,10 @@ async fn many_stale_hits_start_one_refresh_even_as_it_lands() {
     let Lookup::Hit(h) = racing else {
         panic!("the refreshed entry should be served")
     };
-    assert_eq!((h.x_cache(), &h.entry.body[..]), ("HIT-L1", &b"new"[..]));
+    assert_eq!(
+        (h.x_cache().as_str(), &h.entry.body[..]),
+        ("HIT-L1", &b"new"[..])
+    );
 
     // And the key is free again: the next stale copy gets its one refresh.
     clock.advance(Duration::from_secs(2));
@@ -341,7 +347,7 @@ async fn hundred_identical_misses_make_one_fill() {
                         .await;
                     "MISS"
                 }
-                Lookup::Hit(h) => h.x_cache(),
+                Lookup::Hit(h) => h.x_cache().as_str(),
             }
         }));
     }

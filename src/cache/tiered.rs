@@ -82,13 +82,45 @@ pub struct Hit {
 
 impl Hit {
     /// The `X-Cache` value.
-    pub fn x_cache(&self) -> &'static str {
-        match (self.stale, self.tier) {
-            (true, _) => "STALE",
-            (false, Tier::L1) => "HIT-L1",
-            (false, Tier::L2) => "HIT-L2",
-            (false, Tier::L3) => "HIT-L3",
+    pub fn x_cache(&self) -> XCache {
+        if self.stale {
+            XCache::Stale
+        } else {
+            XCache::Hit(self.tier)
         }
+    }
+}
+
+/// Where an answer came from, as the `X-Cache` response header says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XCache {
+    /// Fresh from a tier.
+    Hit(Tier),
+    /// Stale within its window (being refreshed, or the backend failed).
+    Stale,
+    /// Not cached yet: from the backend, and stored.
+    Miss,
+    /// Not cacheable: from the backend, not stored.
+    Bypass,
+}
+
+impl XCache {
+    /// The header value: `HIT-L1`, `HIT-L2`, `HIT-L3`, `STALE`, `MISS`, `BYPASS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XCache::Hit(Tier::L1) => "HIT-L1",
+            XCache::Hit(Tier::L2) => "HIT-L2",
+            XCache::Hit(Tier::L3) => "HIT-L3",
+            XCache::Stale => "STALE",
+            XCache::Miss => "MISS",
+            XCache::Bypass => "BYPASS",
+        }
+    }
+}
+
+impl PartialEq<&str> for XCache {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

@@ -6,6 +6,7 @@
 //! metrics of the other parts (cache, worker, scaler) so names stay together.
 
 pub mod cache;
+pub mod names;
 pub mod scaler;
 pub mod system;
 pub mod worker;
@@ -25,7 +26,7 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Client requests answered, by pool and status class (`2xx`, `4xx`, `5xx`).
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
-        "gantry_requests_total",
+        names::REQUESTS,
         "Client requests answered by the proxy, by pool and status class",
         &["pool", "code_class"]
     )
@@ -35,7 +36,7 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// Client-observed request duration per pool.
 pub static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
-        "gantry_request_duration_seconds",
+        names::REQUEST_DURATION,
         "Time from request received to response finished, per pool",
         &["pool"],
         LATENCY_BUCKETS.to_vec()

@@ -82,8 +82,11 @@ pub static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
 
 /// Items waiting in the queue now.
 pub static QUEUE_LENGTH: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("gantry_worker_queue_length", "Items waiting in the queue")
-        .expect("metric registers once")
+    register_int_gauge!(
+        super::names::WORKER_QUEUE_LENGTH,
+        "Items waiting in the queue"
+    )
+    .expect("metric registers once")
 });
 
 /// Verdicts given, by class (`phishing`, `legitimate`).

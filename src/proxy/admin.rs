@@ -1,26 +1,29 @@
-//! The admin listener: `/metrics`, `/health`, and the backend API the scaler and operators use.
+//! The admin listener: the server side of the admin API ([`crate::admin`] has its wire types and routes).
 //!
 //! `GET /admin/pools` lists pools and backends; `GET /admin/targets` gives them
 //! to Prometheus as HTTP service discovery; `POST /admin/pools/{pool}/backends`
 //! with `{"addr": "host:port", "weight": 1}` adds one; `DELETE
-//! /admin/pools/{pool}/backends/{addr}` drains one; `GET /admin/scaler` lists
-//! the scaler's last decisions per pool. `GET /admin/cache` shows the cache
-//! tiers; `POST /admin/cache/purge` with `{"key": "pool:/path:hash"}`,
-//! `{"prefix": "pool:/path:"}` or `{"all": true}` purges every tier. When a
-//! token is set, mutating calls need `Authorization: Bearer <token>`.
+//! /admin/pools/{pool}/backends/{addr}` drains one; `GET /admin/scaler` shows
+//! the journal of a scaler in this process (through [`ScalerView`]; `{}` when
+//! none). `GET /admin/cache` shows the cache tiers; `POST /admin/cache/purge`
+//! with `{"key": "pool:/path:hash"}`, `{"prefix": "pool:/path:"}` or
+//! `{"all": true}` purges every tier. When a token is set, mutating calls need
+//! `Authorization: Bearer <token>`. Errors are an [`ErrorBody`] with a code.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::pool::{BackendStatus, PoolError, Pools};
+use crate::admin::{
+    AddBackend, BackendView, ErrorBody, ErrorCode, PoolView, PurgeRequest, ScalerJournal,
+    ScalerView,
+};
+use crate::metrics;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-
-use super::pool::{BackendStatus, PoolError, Pools};
-use crate::metrics;
 
 /// What admin handlers share.
 #[derive(Clone)]
@@ -31,71 +34,17 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// The response cache, when on.
     pub cache: Option<crate::cache::Cache>,
+    /// The journal of a scaler running in this process, if one does.
+    pub scaler: Option<Arc<dyn ScalerView>>,
 }
 
-/// Body of `POST /admin/cache/purge`: exactly one of the fields.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PurgeRequest {
-    /// One key, as stored (`pool:/path:hash`).
-    #[serde(default)]
-    pub key: Option<String>,
-    /// Every key starting with this (`pool:`, `pool:/path:`).
-    #[serde(default)]
-    pub prefix: Option<String>,
-    /// Everything.
-    #[serde(default)]
-    pub all: bool,
-}
-
-/// One pool in `GET /admin/pools`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PoolView {
-    /// Pool name.
-    pub name: String,
-    /// Routing policy.
-    pub policy: crate::config::Policy,
-    /// Members and draining backends.
-    pub backends: Vec<BackendView>,
-}
-
-/// One backend in a [`PoolView`].
-#[derive(Debug, Serialize, Deserialize)]
-pub struct BackendView {
-    /// Address.
-    pub addr: String,
-    /// Weight.
-    pub weight: u32,
-    /// `up`, `down`, `ejected`, `draining`.
-    pub state: String,
-    /// In-flight requests.
-    pub inflight: u64,
-}
-
-impl From<BackendStatus> for BackendView {
-    fn from(s: BackendStatus) -> Self {
-        BackendView {
-            addr: s.addr.to_string(),
-            weight: s.weight,
-            state: s.state.into(),
-            inflight: s.inflight,
-        }
+fn view(s: BackendStatus) -> BackendView {
+    BackendView {
+        addr: s.addr.to_string(),
+        weight: s.weight,
+        state: s.state,
+        inflight: s.inflight,
     }
-}
-
-/// Body of `POST /admin/pools/{pool}/backends`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddBackend {
-    /// `host:port`.
-    pub addr: String,
-    /// Weight, default 1.
-    #[serde(default = "one")]
-    pub weight: u32,
-}
-
-fn one() -> u32 {
-    1
 }
 
 /// The admin router.
@@ -105,10 +54,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(|| async { metrics::render() }))
         .route("/admin/pools", get(list_pools))
         .route("/admin/targets", get(scrape_targets))
-        .route(
-            "/admin/scaler",
-            get(|| async { Json(crate::scaler::journal::snapshot()) }),
-        )
+        .route("/admin/scaler", get(scaler_journal))
         .route(
             "/admin/pools/{pool}/backends",
             axum::routing::post(add_backend),
@@ -122,12 +68,22 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": msg.to_string() })),
+fn error(status: StatusCode, code: ErrorCode, msg: impl std::fmt::Display) -> Response {
+    let body = ErrorBody {
+        error: msg.to_string(),
+        code,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn scaler_journal(State(state): State<AdminState>) -> Json<ScalerJournal> {
+    Json(
+        state
+            .scaler
+            .as_ref()
+            .map(|s| s.journal())
+            .unwrap_or_default(),
     )
-        .into_response()
 }
 
 fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
@@ -143,6 +99,7 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Respons
     } else {
         Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
             "missing or wrong bearer token",
         )))
     }
@@ -155,16 +112,23 @@ fn authorized_json<T>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, Box<Response>> {
     authorized(state, headers)?;
-    body.map(|Json(req)| req)
-        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.body_text())))
+    body.map(|Json(req)| req).map_err(|e| {
+        let e = error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            e.body_text(),
+        );
+        Box::new(e)
+    })
 }
 
 fn pool_error(e: PoolError) -> Response {
-    let status = match e {
-        PoolError::UnknownPool(_) | PoolError::NotFound(_) => StatusCode::NOT_FOUND,
-        PoolError::Duplicate(_) => StatusCode::CONFLICT,
+    let (status, code) = match e {
+        PoolError::UnknownPool(_) => (StatusCode::NOT_FOUND, ErrorCode::UnknownPool),
+        PoolError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotInPool),
+        PoolError::Duplicate(_) => (StatusCode::CONFLICT, ErrorCode::AlreadyInPool),
     };
-    error(status, e)
+    error(status, code, e)
 }
 
 async fn list_pools(State(state): State<AdminState>) -> Json<Vec<PoolView>> {
@@ -176,7 +140,7 @@ async fn list_pools(State(state): State<AdminState>) -> Json<Vec<PoolView>> {
             .map(|p| PoolView {
                 name: p.name.to_string(),
                 policy: p.config.policy,
-                backends: p.status(now).into_iter().map(Into::into).collect(),
+                backends: p.status(now).into_iter().map(view).collect(),
             })
             .collect(),
     )
@@ -209,10 +173,11 @@ async fn add_backend(
     };
     let addr = match crate::config::parse_addr(&req.addr) {
         Ok(a) => a,
-        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+        Err(m) => return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, m),
     };
     if req.weight == 0 {
-        return error(StatusCode::BAD_REQUEST, "weight must be at least 1");
+        let msg = "weight must be at least 1";
+        return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, msg);
     }
     match state.pools.get(&pool).and_then(|p| p.add(addr, req.weight)) {
         Ok(()) => (
@@ -234,7 +199,7 @@ async fn remove_backend(
     }
     let addr = match crate::config::parse_addr(&addr) {
         Ok(a) => a,
-        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+        Err(m) => return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, m),
     };
     match state.pools.get(&pool).and_then(|p| p.remove(addr)) {
         Ok(()) => (
@@ -281,11 +246,12 @@ async fn purge_cache(
         (None, None, true) => crate::cache::Purge::All,
         _ => {
             let msg = "give exactly one of `key`, `prefix`, `all: true`";
-            return error(StatusCode::BAD_REQUEST, msg);
+            return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, msg);
         }
     };
     let Some(cache) = &state.cache else {
-        return error(StatusCode::NOT_FOUND, "the response cache is off");
+        let msg = "the response cache is off";
+        return error(StatusCode::NOT_FOUND, ErrorCode::CacheOff, msg);
     };
     tracing::info!(purge = ?what, "Cache purge");
     let report = cache.purge(what).await;

@@ -34,7 +34,7 @@ use pingora::proxy::Session;
 use super::pool::Pool;
 use crate::cache::key::KeyParts;
 use crate::cache::policy::{self, Bypass};
-use crate::cache::{Cache, CacheKey, CachedResponse, FillGuard, Lookup, RouteCache};
+use crate::cache::{Cache, CacheKey, CachedResponse, FillGuard, Lookup, RouteCache, XCache};
 
 /// Largest request body keyed: Pingora's retry buffer (64 KiB) replays it upstream.
 pub const MAX_KEYED_BODY: u64 = 64 * 1024;
@@ -53,7 +53,7 @@ pub struct CacheFront {
 /// Cache state of one request.
 pub struct CacheState {
     /// `MISS` or `BYPASS`, sent on proxied responses.
-    pub x_cache: &'static str,
+    pub x_cache: XCache,
     key: Option<CacheKey>,
     route: Option<Arc<RouteCache>>,
     /// Held while this request fills the key for identical waiting requests.
@@ -82,7 +82,7 @@ enum Prepared {
 impl CacheState {
     fn bypass() -> CacheState {
         CacheState {
-            x_cache: "BYPASS",
+            x_cache: XCache::Bypass,
             key: None,
             route: None,
             fill: None,
@@ -189,7 +189,7 @@ impl CacheFront {
             }
         };
         let mut st = CacheState {
-            x_cache: "MISS",
+            x_cache: XCache::Miss,
             key: Some(key.clone()),
             route: Some(route.clone()),
             fill: None,
@@ -284,7 +284,7 @@ async fn read_body(session: &mut Session, declared: u64) -> Result<Bytes> {
 pub async fn serve(
     session: &mut Session,
     entry: &CachedResponse,
-    x_cache: &'static str,
+    x_cache: XCache,
     now_ms: u64,
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(entry.status, Some(entry.headers.len() + 3))?;
@@ -293,7 +293,7 @@ pub async fn serve(
     }
     resp.insert_header("content-length", entry.body.len().to_string())?;
     resp.insert_header("age", entry.age_secs(now_ms).to_string())?;
-    resp.insert_header("x-cache", x_cache)?;
+    resp.insert_header("x-cache", x_cache.as_str())?;
     let empty = entry.body.is_empty() || session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(resp), empty).await?;
     if !empty {

@@ -149,6 +149,7 @@ pub struct Proxy {
     admin: std::net::TcpListener,
     extra: Vec<Task>,
     hooks: Vec<Hook>,
+    scaler: Option<Arc<dyn crate::admin::ScalerView>>,
     /// The response cache, when enabled and some route uses it.
     cache: Option<crate::cache::Cache>,
 }
@@ -186,6 +187,7 @@ impl Proxy {
             admin,
             extra,
             hooks: Vec::new(),
+            scaler: None,
             cache,
         })
     }
@@ -198,6 +200,11 @@ impl Proxy {
     /// Runs `task` beside the proxy.
     pub fn spawn(&mut self, task: Task) {
         self.extra.push(task);
+    }
+
+    /// Serves `view`'s journal on `GET /admin/scaler` (a scaler in this process).
+    pub fn set_scaler_view(&mut self, view: Arc<dyn crate::admin::ScalerView>) {
+        self.scaler = Some(view);
     }
 
     /// Runs `hook` once the proxy has stopped serving.
@@ -250,6 +257,7 @@ impl Proxy {
                 pools: self.pools.clone(),
                 token: self.config.admin_token.as_deref().map(Arc::from),
                 cache: self.cache.clone(),
+                scaler: self.scaler.clone(),
             },
             extra: Mutex::new(self.extra),
             hooks: Arc::new(Mutex::new(self.hooks)),

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use super::balance::Selector;
+use crate::admin::BackendState;
 use crate::config::{Config, PoolConfig};
 use crate::metrics;
 
@@ -33,7 +34,7 @@ pub struct Backend {
     /// Removed from its pool; finishing what it has.
     draining: AtomicBool,
     /// Passive ejection and health-check streaks.
-    state: Mutex<BackendState>,
+    state: Mutex<Record>,
     /// Consecutive passive failures (connect errors, 5xx).
     consecutive_failures: AtomicU32,
     /// Has been up at least once; a new backend needs one pass, a fallen one `rise`.
@@ -82,10 +83,48 @@ impl PoolMetrics {
         let i = (usize::from(status / 100)).clamp(1, 5) - 1;
         self.requests[i].inc();
     }
+
+    /// The counters as numbers, read from the metric handles (no text).
+    pub fn snapshot(&self) -> RequestStats {
+        use prometheus::core::Metric;
+        let m = self.duration.metric();
+        let count = self.duration.get_sample_count();
+        let mut buckets: Vec<(f64, u64)> = m
+            .get_histogram()
+            .get_bucket()
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count()))
+            .collect();
+        // As in the text exposition: the last bucket is +Inf and holds every sample.
+        if buckets.last().is_none_or(|b| b.0.is_finite()) {
+            buckets.push((f64::INFINITY, count));
+        }
+        RequestStats {
+            requests: self.requests.iter().map(|c| c.get()).sum(),
+            duration_sum: self.duration.get_sample_sum(),
+            duration_count: count,
+            buckets,
+        }
+    }
 }
 
+/// A pool's cumulative request counters (what `gantry_requests_total` and
+/// `gantry_request_duration_seconds` say of it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestStats {
+    /// Requests answered.
+    pub requests: u64,
+    /// Sum of request durations, seconds.
+    pub duration_sum: f64,
+    /// Durations observed.
+    pub duration_count: u64,
+    /// Cumulative buckets: (upper bound in seconds, count), ascending, the last +Inf.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// Ejection and check streaks of a backend.
 #[derive(Debug, Default)]
-struct BackendState {
+struct Record {
     ejected_until: Option<Instant>,
     times_ejected: u32,
     check_passes: u32,
@@ -100,7 +139,7 @@ pub struct BackendStatus {
     /// Weight.
     pub weight: u32,
     /// `up`, `down`, `ejected` or `draining`.
-    pub state: &'static str,
+    pub state: BackendState,
     /// Requests in flight.
     pub inflight: u64,
 }
@@ -115,7 +154,7 @@ impl Backend {
             swrr_current: AtomicI64::new(0),
             healthy: AtomicBool::new(healthy),
             draining: AtomicBool::new(false),
-            state: Mutex::new(BackendState::default()),
+            state: Mutex::new(Record::default()),
             consecutive_failures: AtomicU32::new(0),
             ever_up: AtomicBool::new(healthy),
             metrics: None,
@@ -144,7 +183,7 @@ impl Backend {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, BackendState> {
+    fn state(&self) -> std::sync::MutexGuard<'_, Record> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -172,15 +211,15 @@ impl Backend {
         self.is_healthy() && !self.is_draining() && !self.is_ejected(now)
     }
 
-    fn state_name(&self, now: Instant) -> &'static str {
+    fn state_at(&self, now: Instant) -> BackendState {
         if self.is_draining() {
-            "draining"
+            BackendState::Draining
         } else if !self.is_healthy() {
-            "down"
+            BackendState::Down
         } else if self.is_ejected(now) {
-            "ejected"
+            BackendState::Ejected
         } else {
-            "up"
+            BackendState::Up
         }
     }
 
@@ -246,7 +285,7 @@ impl Backend {
         BackendStatus {
             addr: self.addr,
             weight: self.weight,
-            state: self.state_name(now),
+            state: self.state_at(now),
             inflight: self.inflight(),
         }
     }

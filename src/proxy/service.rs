@@ -24,7 +24,7 @@ use pingora::ErrorType;
 use super::caching::{self, CacheFront, CacheState};
 use super::hold::Held;
 use super::pool::{Lease, Pool, Pools};
-use crate::cache::RouteCache;
+use crate::cache::{RouteCache, XCache};
 use crate::config::{Config, RouteConfig};
 use crate::metrics;
 
@@ -141,7 +141,7 @@ impl Gantry {
             return false;
         };
         let now = front.cache.clock().now_ms();
-        match caching::serve(session, &stale, "STALE", now).await {
+        match caching::serve(session, &stale, XCache::Stale, now).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::debug!(error = %e, "Writing a stale response failed");
@@ -350,7 +350,7 @@ impl ProxyHttp for Gantry {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(c) = &ctx.cache {
-            resp.insert_header("x-cache", c.x_cache)?;
+            resp.insert_header("x-cache", c.x_cache.as_str())?;
         }
         Ok(())
     }

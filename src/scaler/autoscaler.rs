@@ -29,6 +29,7 @@ use super::observe::{MetricsSource, Window};
 use super::policy::Policy;
 use super::runtime::{Death, Replica, ReplicaSpec, Runtime};
 use super::Clock;
+use crate::admin::BackendState;
 use crate::metrics::scaler as m;
 use crate::proxy::Pool;
 
@@ -66,6 +67,8 @@ pub struct Parts {
     pub metrics: Arc<dyn MetricsSource>,
     /// Wall clock for schedules.
     pub clock: Arc<dyn Clock>,
+    /// Where decisions and start failures are recorded for people to read.
+    pub journal: journal::Journal,
 }
 
 /// Where a replica is in its life.
@@ -338,7 +341,7 @@ impl Autoscaler {
             .filter(|t| {
                 members
                     .iter()
-                    .any(|m| m.addr == t.replica.addr && m.state == "up")
+                    .any(|m| m.addr == t.replica.addr && m.state == BackendState::Up)
             })
             .map(|t| t.replica.clone())
             .collect()
@@ -447,9 +450,9 @@ impl Autoscaler {
         m::START_FAILING
             .with_label_values(&[&self.pool])
             .set(i64::from(self.starts.in_a_row));
-        journal::set_starts(
+        self.parts.journal.set_starts(
             &self.pool,
-            journal::Starts {
+            crate::admin::Starts {
                 failures_in_a_row: self.starts.in_a_row,
                 failures_total: self.starts.total,
                 last_error: self.starts.last_error.clone(),
@@ -639,13 +642,10 @@ impl Autoscaler {
             .set(i64::from(d.panic_until.is_some()));
         let mut inputs = String::new();
         for (rule, v) in p.metrics.iter().zip(&obs.stable) {
-            let name = serde_json::to_value(rule.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
+            let name = rule.kind.as_str();
             if let Some(v) = v {
                 m::METRIC_VALUE
-                    .with_label_values(&[&self.pool, &name])
+                    .with_label_values(&[self.pool.as_str(), name])
                     .set(*v);
             }
             let v = v.map_or("missing".to_string(), |v| format!("{v:.2}"));
@@ -658,7 +658,7 @@ impl Autoscaler {
             tracing::debug!(pool = %self.pool, inputs = inputs.trim_end(), "{message}");
         }
         self.last_reason = label;
-        journal::record(journal::Entry {
+        self.parts.journal.record(crate::admin::Decision {
             pool: self.pool.clone(),
             at_unix_ms: self.parts.clock.unix_secs() * 1000,
             from: d.from,

@@ -6,13 +6,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 
 use super::exposition::{self, Sample};
-use super::http::{encode, HttpClient, HttpError};
-use crate::proxy::admin::PoolView;
+use crate::admin::client::{AdminClient, AdminError};
+use crate::admin::{BackendState, ErrorCode};
+use crate::metrics::names;
+use crate::proxy::pool::RequestStats;
 use crate::proxy::{Pool, PoolError, Pools};
 
 /// A backend of a pool as the proxy reports it.
@@ -20,8 +22,8 @@ use crate::proxy::{Pool, PoolError, Pools};
 pub struct Member {
     /// Address.
     pub addr: SocketAddr,
-    /// `up`, `down`, `ejected` or `draining`.
-    pub state: String,
+    /// Where it is in its life.
+    pub state: BackendState,
     /// Requests in flight.
     pub inflight: u64,
 }
@@ -44,18 +46,34 @@ impl Counters {
     pub fn from_samples(samples: &[Sample], pool: &str) -> Counters {
         let with = [("pool", pool)];
         let get = |name| exposition::sum(samples, name, &with).unwrap_or(0.0);
+        let bucket = format!("{}_bucket", names::REQUEST_DURATION);
         let mut buckets: Vec<(f64, f64)> = samples
             .iter()
-            .filter(|s| s.name == "gantry_request_duration_seconds_bucket")
+            .filter(|s| s.name == bucket)
             .filter(|s| s.label("pool") == Some(pool))
             .filter_map(|s| Some((s.label("le")?.parse::<f64>().ok()?, s.value)))
             .collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         Counters {
-            requests: get("gantry_requests_total"),
-            duration_sum: get("gantry_request_duration_seconds_sum"),
-            duration_count: get("gantry_request_duration_seconds_count"),
+            requests: get(names::REQUESTS),
+            duration_sum: get(&format!("{}_sum", names::REQUEST_DURATION)),
+            duration_count: get(&format!("{}_count", names::REQUEST_DURATION)),
             buckets,
+        }
+    }
+}
+
+impl From<RequestStats> for Counters {
+    fn from(s: RequestStats) -> Counters {
+        Counters {
+            requests: s.requests as f64,
+            duration_sum: s.duration_sum,
+            duration_count: s.duration_count as f64,
+            buckets: s
+                .buckets
+                .into_iter()
+                .map(|(le, n)| (le, n as f64))
+                .collect(),
         }
     }
 }
@@ -66,25 +84,14 @@ pub enum ControlError {
     /// The in-process pool refused.
     #[error(transparent)]
     Pool(#[from] PoolError),
-    /// The admin API could not be reached.
-    #[error("admin API: {0}")]
-    Http(HttpError),
-    /// The admin API answered with an error.
-    #[error("admin API answered {status}: {body}")]
-    Status {
-        /// HTTP status.
-        status: u16,
-        /// Its body.
-        body: String,
-    },
-    /// The admin API answered something unexpected.
-    #[error("admin API: {0}")]
-    Decode(String),
+    /// The admin API could not be reached or refused.
+    #[error("{0}")]
+    Admin(AdminError),
 }
 
-impl From<HttpError> for ControlError {
-    fn from(e: HttpError) -> ControlError {
-        ControlError::Http(e)
+impl From<AdminError> for ControlError {
+    fn from(e: AdminError) -> ControlError {
+        ControlError::Admin(e)
     }
 }
 
@@ -136,7 +143,7 @@ impl PoolControl for InProcess {
             .into_iter()
             .map(|s| Member {
                 addr: s.addr,
-                state: s.state.to_string(),
+                state: s.state,
                 inflight: s.inflight,
             })
             .collect())
@@ -166,9 +173,7 @@ impl PoolControl for InProcess {
     }
 
     async fn counters(&self, pool: &str) -> Result<Counters, ControlError> {
-        self.pools.get(pool)?;
-        let samples = exposition::parse(&crate::metrics::render());
-        Ok(Counters::from_samples(&samples, pool))
+        Ok(self.pools.get(pool)?.metrics.snapshot().into())
     }
 
     fn local_pool(&self, pool: &str) -> Option<Arc<Pool>> {
@@ -179,53 +184,22 @@ impl PoolControl for InProcess {
 /// A proxy reached through its admin API.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    base: String,
-    token: Option<String>,
-    client: HttpClient,
+    client: AdminClient,
 }
 
 impl Admin {
     /// Control through the admin API at `base` (like `http://127.0.0.1:9090`).
     pub fn new(base: &str, token: Option<String>) -> Admin {
         Admin {
-            base: base.trim_end_matches('/').to_string(),
-            token,
-            client: HttpClient::new(Duration::from_secs(5)),
+            client: AdminClient::new(base, token),
         }
-    }
-
-    async fn call(
-        &self,
-        method: http::Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<super::http::Reply, ControlError> {
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = auth
-            .as_deref()
-            .map(|a| vec![("authorization", a)])
-            .unwrap_or_default();
-        let url = format!("{}{path}", self.base);
-        Ok(self.client.send(method, &url, body, &headers).await?)
-    }
-}
-
-fn status_error(r: &super::http::Reply) -> ControlError {
-    ControlError::Status {
-        status: r.status,
-        body: r.text().trim().to_string(),
     }
 }
 
 #[async_trait]
 impl PoolControl for Admin {
     async fn members(&self, pool: &str) -> Result<Vec<Member>, ControlError> {
-        let r = self.call(http::Method::GET, "/admin/pools", None).await?;
-        if !r.ok() {
-            return Err(status_error(&r));
-        }
-        let pools: Vec<PoolView> =
-            serde_json::from_slice(&r.body).map_err(|e| ControlError::Decode(e.to_string()))?;
+        let pools = self.client.pools().await?;
         let p = pools
             .into_iter()
             .find(|p| p.name == pool)
@@ -243,38 +217,56 @@ impl PoolControl for Admin {
     }
 
     async fn add(&self, pool: &str, addr: SocketAddr) -> Result<(), ControlError> {
-        let body = serde_json::json!({"addr": addr.to_string(), "weight": 1});
-        let path = format!("/admin/pools/{}/backends", encode(pool));
-        let r = self.call(http::Method::POST, &path, Some(&body)).await?;
-        match r.status {
-            s if (200..300).contains(&s) || s == 409 => Ok(()),
-            _ => Err(status_error(&r)),
+        match self.client.add_backend(pool, addr, 1).await {
+            Err(e) if e.code() != Some(ErrorCode::AlreadyInPool) => Err(e.into()),
+            _ => Ok(()),
         }
     }
 
     async fn remove(&self, pool: &str, addr: SocketAddr) -> Result<(), ControlError> {
-        let path = format!(
-            "/admin/pools/{}/backends/{}",
-            encode(pool),
-            encode(&addr.to_string())
-        );
-        let r = self.call(http::Method::DELETE, &path, None).await?;
-        match r.status {
-            s if (200..300).contains(&s) => Ok(()),
-            404 if r.text().contains("not in the pool") => Ok(()),
-            _ => Err(status_error(&r)),
+        match self.client.remove_backend(pool, addr).await {
+            Err(e) if e.code() != Some(ErrorCode::NotInPool) => Err(e.into()),
+            _ => Ok(()),
         }
     }
 
     async fn counters(&self, pool: &str) -> Result<Counters, ControlError> {
-        let r = self.call(http::Method::GET, "/metrics", None).await?;
-        if !r.ok() {
-            return Err(status_error(&r));
-        }
-        Ok(Counters::from_samples(&exposition::parse(&r.text()), pool))
+        let text = self.client.metrics().await?;
+        Ok(Counters::from_samples(&exposition::parse(&text), pool))
     }
 
     fn local_pool(&self, _pool: &str) -> Option<Arc<Pool>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// The in-process snapshot says what `/metrics` says, without the text.
+    #[tokio::test]
+    async fn in_process_counters_match_the_text_exposition() {
+        let config = crate::config::from_str(
+            Path::new("g.yaml"),
+            "pools:\n  snapshot_pool: {}\nroutes: [{prefix: /, pool: snapshot_pool}]\n",
+        )
+        .unwrap();
+        let pools = Arc::new(Pools::from_config(&config));
+        let pool = pools.get("snapshot_pool").unwrap();
+        for (status, secs) in [(200, 0.003), (200, 0.2), (503, 0.04), (200, 45.0)] {
+            pool.metrics.count_request(status);
+            pool.metrics.duration.observe(secs);
+        }
+        let typed = InProcess::new(pools.clone())
+            .counters("snapshot_pool")
+            .await
+            .unwrap();
+        let text = exposition::parse(&crate::metrics::render());
+        assert_eq!(typed, Counters::from_samples(&text, "snapshot_pool"));
+        assert_eq!(typed.requests, 4.0);
+        assert_eq!(typed.buckets.last(), Some(&(f64::INFINITY, 4.0)));
     }
 }

@@ -7,10 +7,10 @@
 //! - [`runtime`] — where replicas run: Docker, local processes, fake;
 //! - [`autoscaler`] — the control loop of one pool;
 //! - [`reload`] — watching the policy directory;
-//! - [`journal`] — the last decisions, for the admin API and `gantry status`;
+//! - [`journal`] — the last decisions and start failures, for the admin API and `gantry status`;
 //! - [`status`] — what `gantry status` prints;
 //! - [`config`] — the `scaler:` section of `gantry.yaml`;
-//! - [`exposition`], [`http`] — reading `/metrics` text, a small HTTP client.
+//! - [`exposition`] — reading `/metrics` text of remote sources.
 //!
 //! **Architecture invariant:** the scaler is never on the request path; the
 //! proxy only reads a hold flag the scaler sets, and waits for its pool.
@@ -21,7 +21,6 @@ pub mod config;
 pub mod control;
 pub mod decide;
 pub mod exposition;
-pub mod http;
 pub mod journal;
 pub mod observe;
 pub mod policy;
@@ -180,6 +179,7 @@ impl From<std::io::Error> for ScalerError {
 pub fn parts(
     config: &config::ScalerConfig,
     control: Arc<dyn control::PoolControl>,
+    journal: journal::Journal,
 ) -> Result<Parts, ScalerError> {
     let runtime: Arc<dyn runtime::Runtime> = match config.runtime {
         config::RuntimeKind::Local => Arc::new(runtime::local::LocalRuntime::new(&config.local)?),
@@ -195,6 +195,7 @@ pub fn parts(
         control,
         metrics,
         clock: Arc::new(SystemClock),
+        journal,
     })
 }
 
@@ -211,8 +212,10 @@ pub fn spawn_in_proxy(proxy: &mut crate::proxy::Proxy, config: config::ScalerCon
     }
     let control: Arc<dyn control::PoolControl> = Arc::new(control::InProcess::new(pools));
     proxy.on_shutdown(Box::new(runtime::local::kill_all));
+    let journal = journal::Journal::new();
+    proxy.set_scaler_view(Arc::new(journal.clone()));
     proxy.spawn(Box::pin(async move {
-        let parts = match parts(&config, control) {
+        let parts = match parts(&config, control, journal) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "Scaler cannot start; the proxy runs without it");
@@ -239,7 +242,8 @@ pub fn run_standalone(
         .build()?;
     let control: Arc<dyn control::PoolControl> = Arc::new(control::Admin::new(admin, token));
     let result = rt.block_on(async move {
-        let parts = parts(&config, control)?;
+        let journal = journal::Journal::new();
+        let parts = parts(&config, control, journal.clone())?;
         if let Some(addr) = listen {
             let l = tokio::net::TcpListener::bind(addr).await?;
             let app = axum::Router::new()
@@ -249,7 +253,7 @@ pub fn run_standalone(
                 )
                 .route(
                     "/admin/scaler",
-                    axum::routing::get(|| async { axum::Json(journal::snapshot()) }),
+                    axum::routing::get(move || async move { axum::Json(journal.snapshot()) }),
                 );
             tokio::spawn(async move { axum::serve(l, app).await });
         }

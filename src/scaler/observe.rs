@@ -14,9 +14,9 @@ use tokio::time::Instant;
 
 use super::control::{Counters, Member, PoolControl};
 use super::exposition;
-use super::http::{encode, HttpClient};
 use super::policy::{MetricKind, MetricSource, Policy};
 use super::runtime::{Replica, Runtime};
+use crate::client::{encode, HttpClient};
 
 /// One reading of a pool's metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -70,7 +70,8 @@ impl Observer {
         let reads = ready.iter().map(|r| async move {
             let reply = self.client.get(&format!("http://{}/metrics", r.addr)).await;
             let text = reply.ok().filter(|r| r.ok())?.text();
-            exposition::sum(&exposition::parse(&text), "gantry_worker_queue_length", &[])
+            let name = crate::metrics::names::WORKER_QUEUE_LENGTH;
+            exposition::sum(&exposition::parse(&text), name, &[])
         });
         mean(futures::future::join_all(reads).await.into_iter().flatten())
     }
@@ -96,7 +97,7 @@ impl MetricsSource for Observer {
         let n = ready.len() as f64;
         let inflight: u64 = members
             .iter()
-            .filter(|m| m.state != "draining")
+            .filter(|m| m.state != crate::admin::BackendState::Draining)
             .map(|m| m.inflight)
             .sum();
         let deltas = counters.as_ref().and_then(|(c, prev)| {
@@ -373,7 +374,7 @@ mod tests {
         }];
         let members = [Member {
             addr,
-            state: "up".into(),
+            state: crate::admin::BackendState::Up,
             inflight: 3,
         }];
         let r = observer.read(&policy, &ready, &members).await;

@@ -1,47 +1,27 @@
 //! `gantry status`: pools, backends and the scaler's last decisions, read from the admin API.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::time::Duration;
 
-use super::control::ControlError;
-use super::http::HttpClient;
-use super::journal::{PoolJournal, Starts};
-use crate::proxy::admin::PoolView;
+use crate::admin::client::{AdminClient, AdminError};
+use crate::admin::{PoolView, ScalerJournal, Starts};
 
 /// Decisions shown per pool.
 const SHOWN: usize = 5;
 
 /// Reads pools from `admin` and decisions from `scaler` (usually the same
-/// admin address) and renders them as text.
-pub async fn fetch(admin: &str, scaler: &str) -> Result<String, ControlError> {
-    let client = HttpClient::new(Duration::from_secs(5));
-    let get = |url: String| {
-        let client = client.clone();
-        async move {
-            let r = client.get(&url).await?;
-            if !r.ok() {
-                return Err(ControlError::Status {
-                    status: r.status,
-                    body: r.text(),
-                });
-            }
-            Ok(r.body)
-        }
-    };
-    let pools = get(format!("{}/admin/pools", admin.trim_end_matches('/'))).await?;
-    let pools: Vec<PoolView> =
-        serde_json::from_slice(&pools).map_err(|e| ControlError::Decode(e.to_string()))?;
-    let decisions: BTreeMap<String, PoolJournal> =
-        match get(format!("{}/admin/scaler", scaler.trim_end_matches('/'))).await {
-            Ok(body) => serde_json::from_slice(&body).unwrap_or_default(),
-            Err(_) => BTreeMap::new(),
-        };
-    Ok(render(&pools, &decisions))
+/// admin address; a scaler that cannot be read shows no decisions) and
+/// renders them as text.
+pub async fn fetch(admin: &str, scaler: &str) -> Result<String, AdminError> {
+    let pools = AdminClient::new(admin, None).pools().await?;
+    let journal = AdminClient::new(scaler, None)
+        .scaler()
+        .await
+        .unwrap_or_default();
+    Ok(render(&pools, &journal))
 }
 
 /// The text of `gantry status`.
-pub fn render(pools: &[PoolView], journal: &BTreeMap<String, PoolJournal>) -> String {
+pub fn render(pools: &[PoolView], journal: &ScalerJournal) -> String {
     let mut out = String::new();
     for p in pools {
         let _ = writeln!(out, "pool {} ({})", p.name, p.policy);
@@ -108,8 +88,10 @@ fn clock(unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::admin::BackendView;
-    use crate::scaler::journal::Entry;
+    use std::collections::BTreeMap;
+
+    use crate::admin::{BackendState, Decision as Entry};
+    use crate::admin::{BackendView, PoolJournal};
 
     #[test]
     fn renders_backends_and_newest_decisions_first() {
@@ -119,7 +101,7 @@ mod tests {
             backends: vec![BackendView {
                 addr: "127.0.0.1:4000".into(),
                 weight: 1,
-                state: "up".into(),
+                state: BackendState::Up,
                 inflight: 2,
             }],
         }];

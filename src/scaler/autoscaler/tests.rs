@@ -16,6 +16,7 @@ use crate::scaler::runtime::fake::FakeRuntime;
 use crate::scaler::SystemClock;
 
 struct Rig {
+    journal: journal::Journal,
     runtime: Arc<FakeRuntime>,
     metrics: Arc<FakeMetrics>,
     pools: Arc<Pools>,
@@ -48,11 +49,14 @@ fn rig_with(pool: &str, yaml: &str, runtime: Arc<FakeRuntime>) -> Rig {
         control: Arc::new(InProcess::new(pools.clone())),
         metrics: metrics.clone(),
         clock: Arc::new(SystemClock),
+        journal: journal::Journal::new(),
     };
+    let journal = parts.journal.clone();
     let (policy, rx) = watch::channel(Arc::new(policy_for(pool, yaml)));
     let (shutdown, stop) = watch::channel(false);
     let task = tokio::spawn(Autoscaler::new(parts, rx, stop).run());
     Rig {
+        journal,
         runtime,
         metrics,
         pools,
@@ -260,12 +264,12 @@ async fn replicas_that_exit_at_once_back_off_then_recover() {
     // 1 s doubling: tries at about 0, 2, 5, 10 and 19 s; one a tick without backoff.
     let starts = r.log().iter().filter(|l| l.starts_with("start")).count();
     assert!((3..=6).contains(&starts), "{starts} starts: {:?}", r.log());
-    let starts_seen = |j: &std::collections::BTreeMap<String, journal::PoolJournal>| {
+    let starts_seen = |j: &crate::admin::ScalerJournal| {
         j.get("crashloop")
             .map(|p| p.starts.clone())
             .unwrap_or_default()
     };
-    let s = starts_seen(&journal::snapshot());
+    let s = starts_seen(&r.journal.snapshot());
     assert!(s.failures_in_a_row as usize >= starts - 1, "{s:?}");
     assert!(
         s.last_error
@@ -283,7 +287,7 @@ async fn replicas_that_exit_at_once_back_off_then_recover() {
     r.runtime.crash.store(false, Ordering::Relaxed);
     until("a replica in the pool", || r.in_pool() == 1).await;
     tokio::time::sleep(START_WINDOW + Duration::from_secs(2)).await;
-    let s = starts_seen(&journal::snapshot());
+    let s = starts_seen(&r.journal.snapshot());
     assert_eq!(s.failures_in_a_row, 0, "{s:?}");
     let failures = m::START_FAILURES.with_label_values(&["crashloop"]).get();
     assert_eq!(s.failures_total, failures);

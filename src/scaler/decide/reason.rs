@@ -140,6 +140,21 @@ impl Reason {
     }
 }
 
+impl MetricKind {
+    /// The policy spelling (`inflight_per_replica`), for metric labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::CpuPercent => "cpu_percent",
+            MetricKind::MemoryPercent => "memory_percent",
+            MetricKind::ResponseTimeAvgMs => "response_time_avg_ms",
+            MetricKind::ResponseTimeP95Ms => "response_time_p95_ms",
+            MetricKind::InflightPerReplica => "inflight_per_replica",
+            MetricKind::RequestRatePerReplica => "request_rate_per_replica",
+            MetricKind::QueueLength => "queue_length",
+        }
+    }
+}
+
 fn metric_label(kind: MetricKind) -> &'static str {
     match kind {
         MetricKind::CpuPercent => "CPU %",

@@ -38,8 +38,8 @@ use super::{
     http_ready, last_words, probe_client, Death, Replica, ReplicaSpec, Runtime, RuntimeError,
     Usage, MANAGED_LABEL, POOL_LABEL,
 };
+use crate::client::HttpClient;
 use crate::scaler::config::DockerConfig;
-use crate::scaler::http::HttpClient;
 
 /// Seconds a container gets to stop before it is killed.
 const STOP_SECONDS: i32 = 5;

@@ -23,8 +23,8 @@ use super::{
     http_ready, last_words, probe_client, truncate, Death, Replica, ReplicaSpec, Runtime,
     RuntimeError, Usage, WORDS_MAX,
 };
+use crate::client::HttpClient;
 use crate::scaler::config::LocalConfig;
-use crate::scaler::http::HttpClient;
 
 /// Time a stopped child gets between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -172,7 +172,10 @@ impl Runtime for LocalRuntime {
         }
         let mut child = command.spawn().map_err(spawn_err)?;
         let pid = child.id().unwrap_or_default();
-        let stderr = child.stderr.take().map(|e| tokio::spawn(pass_through(e)));
+        let stderr = child
+            .stderr
+            .take()
+            .map(|e| tokio::spawn(pass_through(e, tokio::io::stderr())));
         let replica = Replica {
             id: format!("local-{pid}"),
             pool: spec.pool.clone(),
@@ -270,12 +273,14 @@ impl Runtime for LocalRuntime {
     }
 }
 
-/// Copies a child's stderr to ours line by line until EOF; returns the last
+/// Copies a child's stderr to `out` (ours) until EOF; returns the last
 /// [`KEPT_LINES`] lines (each cut to [`WORDS_MAX`] bytes).
-async fn pass_through(mut from: impl tokio::io::AsyncRead + Unpin) -> VecDeque<String> {
+async fn pass_through(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut out: impl tokio::io::AsyncWrite + Unpin,
+) -> VecDeque<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut kept = VecDeque::with_capacity(KEPT_LINES);
-    let mut out = tokio::io::stderr();
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 4096];
     let keep = |line: &[u8], kept: &mut VecDeque<String>| {
@@ -319,7 +324,9 @@ mod tests {
         }
         text.push_str(&"x".repeat(3 * LINE_MAX));
         text.push_str("\nerror: the end");
-        let kept = pass_through(text.as_bytes()).await;
+        let mut out = Vec::new();
+        let kept = pass_through(text.as_bytes(), &mut out).await;
+        assert_eq!(out, text.as_bytes(), "passed through whole");
         assert_eq!(kept.len(), KEPT_LINES);
         assert_eq!(kept.back().map(String::as_str), Some("error: the end"));
         assert!(kept.iter().all(|l| l.len() <= WORDS_MAX + 3));

@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::http::HttpClient;
+use crate::client::HttpClient;
 
 /// Label marking containers the scaler owns.
 pub const MANAGED_LABEL: &str = "gantry.managed";
