@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Source};
+use crate::yaml::{ConfigError, Source};
 
 /// L1 eviction policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -459,7 +459,7 @@ mod tests {
     }
 
     fn load(text: &str) -> Result<(CacheConfig, Vec<RouteCache>), Vec<String>> {
-        let (doc, src) = crate::config::source::parse::<Doc>(Path::new("g.yaml"), text)
+        let (doc, src) = crate::yaml::parse::<Doc>(Path::new("g.yaml"), text)
             .map_err(|e| e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
         let mut errors = Vec::new();
         let top = validate(doc.cache, &src, &mut errors);

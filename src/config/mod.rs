@@ -5,7 +5,6 @@
 //! naming file, line, column and field path.
 
 pub mod raw;
-pub mod source;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -13,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use source::{ConfigError, ConfigErrors, LineIndex, Source};
+use crate::yaml::{self, ConfigError, ConfigErrors, Source};
 
 /// How a pool picks a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -141,13 +140,13 @@ pub struct RouteConfig {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let (raw, source) = source::read::<raw::RawConfig>(path)?;
+    let (raw, source) = yaml::read::<raw::RawConfig>(path)?;
     validate(raw, &source)
 }
 
 /// Parses and validates config text as if read from `file`.
 pub fn from_str(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
-    let (raw, source) = source::parse::<raw::RawConfig>(file, text)?;
+    let (raw, source) = yaml::parse::<raw::RawConfig>(file, text)?;
     validate(raw, &source)
 }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Source};
+use crate::yaml::{ConfigError, Source};
 
 /// `scaler:` as written.
 #[derive(Debug, Clone, Deserialize)]

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{ConfigError, ConfigErrors, Source};
+use crate::yaml::{self, ConfigError, ConfigErrors, Source};
 pub use raw::{Day, MetricKind};
 pub use validate::{parse_hours, parse_offset, validate};
 
@@ -149,13 +149,13 @@ pub struct Floor {
 
 /// Reads and validates one policy file.
 pub fn load(path: &Path) -> Result<Policy, ConfigErrors> {
-    let (raw, source) = crate::config::source::read::<raw::RawPolicy>(path)?;
+    let (raw, source) = yaml::read::<raw::RawPolicy>(path)?;
     validate(raw, &source)
 }
 
 /// Parses and validates policy text as if read from `file`.
 pub fn from_str(file: &Path, text: &str) -> Result<Policy, ConfigErrors> {
-    let (raw, source) = crate::config::source::parse::<raw::RawPolicy>(file, text)?;
+    let (raw, source) = yaml::parse::<raw::RawPolicy>(file, text)?;
     validate(raw, &source)
 }
 
@@ -185,7 +185,7 @@ pub fn load_dir(dir: &Path) -> (BTreeMap<String, Policy>, Vec<ConfigError>) {
 }
 
 fn duplicate(file: &Path, pool: &str, first: &Path) -> ConfigError {
-    let src = crate::config::source::read::<serde_yaml::Value>(file)
+    let src = yaml::read::<serde_yaml::Value>(file)
         .map(|(_, s)| s)
         .unwrap_or_else(|_| Source {
             file: file.to_path_buf(),

@@ -2,7 +2,7 @@
 
 use super::raw;
 use super::{Behavior, Floor, MetricRule, MetricSource, Panic, Policy, Rule, ScaleToZero};
-use crate::config::{ConfigError, ConfigErrors, Source};
+use crate::yaml::{ConfigError, ConfigErrors, Source};
 
 /// Checks a raw policy, collecting every error.
 pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigErrors> {
