@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::yaml::{self, ConfigError, ConfigErrors, Source};
+pub use raw::{HealthConfig, OutlierConfig};
 
 /// How a pool picks a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -95,34 +96,6 @@ pub struct BackendConfig {
     pub addr: SocketAddr,
     /// Weight for the weighted policy (>= 1).
     pub weight: u32,
-}
-
-/// Validated active health-check settings.
-#[derive(Debug, Clone)]
-pub struct HealthConfig {
-    /// Probed path.
-    pub path: String,
-    /// Between probes.
-    pub interval: Duration,
-    /// Probe timeout.
-    pub timeout: Duration,
-    /// Passes to come up.
-    pub rise: u32,
-    /// Failures to go down.
-    pub fall: u32,
-}
-
-/// Validated outlier-ejection settings.
-#[derive(Debug, Clone)]
-pub struct OutlierConfig {
-    /// Consecutive failures that eject; 0 disables.
-    pub consecutive_failures: u32,
-    /// First ejection time.
-    pub base_ejection: Duration,
-    /// Longest ejection.
-    pub max_ejection: Duration,
-    /// Cap on the ejected share of a pool, percent.
-    pub max_ejected_percent: u32,
 }
 
 /// A validated route.
@@ -272,19 +245,8 @@ fn validate_pool(
         name,
         policy: p.policy,
         backends,
-        health: HealthConfig {
-            path: p.health.path,
-            interval: p.health.interval,
-            timeout: p.health.timeout,
-            rise: p.health.rise,
-            fall: p.health.fall,
-        },
-        outlier: OutlierConfig {
-            consecutive_failures: p.outlier.consecutive_failures,
-            base_ejection: p.outlier.base_ejection,
-            max_ejection: p.outlier.max_ejection,
-            max_ejected_percent: p.outlier.max_ejected_percent,
-        },
+        health: p.health,
+        outlier: p.outlier,
         connect_timeout: p.timeouts.connect,
         read_timeout: p.timeouts.read,
         write_timeout: p.timeouts.write,
