@@ -174,9 +174,9 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-    let scaler = raw
-        .scaler
-        .map(|s| crate::scaler::config::validate(s, src, &mut errors));
+    if let Some(s) = &raw.scaler {
+        crate::scaler::config::check(s, src, &mut errors);
+    }
     match (listen, admin_listen, errors.is_empty()) {
         (Some(listen), Some(admin_listen), true) => Ok(Config {
             listen,
@@ -186,7 +186,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             pools,
             routes,
             cache,
-            scaler,
+            scaler: raw.scaler,
         }),
         _ => Err(ConfigErrors(errors)),
     }

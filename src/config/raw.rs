@@ -34,7 +34,7 @@ pub struct RawConfig {
     pub cache: crate::cache::config::RawCache,
     /// The auto-scaler (`gantry up`, `gantry scaler`): policies and runtime. Default none.
     #[serde(default)]
-    pub scaler: Option<crate::scaler::config::RawScaler>,
+    pub scaler: Option<crate::scaler::config::ScalerConfig>,
 }
 
 /// The admin listener.
