@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::yaml::{self, ConfigError, ConfigErrors, Source};
-pub use raw::{Day, MetricKind};
+pub use raw::{Behavior, Day, MetricKind, Panic, ScaleToZero};
 pub use validate::{parse_hours, parse_offset, validate};
 
 /// A validated scaling policy for one pool.
@@ -99,39 +99,6 @@ pub enum MetricSource {
         /// PromQL.
         query: String,
     },
-}
-
-/// Validated settings for one direction.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Behavior {
-    /// Stabilization window.
-    pub stabilization: Duration,
-    /// Cooldown.
-    pub cooldown: Duration,
-    /// Most replicas per period.
-    pub max_step: u32,
-    /// Period of `max_step`.
-    pub period: Duration,
-}
-
-/// Validated panic mode.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Panic {
-    /// Short window.
-    pub window: Duration,
-    /// desired/ready ratio that starts panic.
-    pub threshold: f64,
-}
-
-/// Validated scale to zero.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ScaleToZero {
-    /// Idle time before zero.
-    pub after: Duration,
-    /// Proxy hold timeout.
-    pub hold_timeout: Duration,
-    /// Proxy hold queue bound.
-    pub hold_queue: u32,
 }
 
 /// A schedule floor; minutes are of the day in the policy's clock.
