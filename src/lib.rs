@@ -5,13 +5,14 @@
 //!
 //! - [`admin`] — the admin API's wire types and its client (the proxy serves it; the scaler and CLI call it);
 //! - [`client`] — a small HTTP/1 client for the control path;
-//! - [`config`] — proxy config: raw serde types, validation, located errors;
+//! - [`config`] — `gantry.yaml`: raw serde types -> validated `Config`, composing the cache and scaler sections;
 //! - [`proxy`] — the Pingora service, pools, balancing, health, admin API;
 //! - [`cache`] — the tiered response cache (memory, Redis, disk);
 //! - [`scaler`] — scaling policies, the pure decision, runtimes (Docker, local);
 //! - [`worker`] — the ONNX Runtime inference server;
 //! - [`metrics`] — every metric name, and the host collector;
-//! - [`telemetry`] — log set-up.
+//! - [`telemetry`] — log set-up;
+//! - [`yaml`] — YAML reading with file:line:column + field path for every error (a leaf).
 
 pub mod admin;
 pub mod cache;
@@ -22,3 +23,4 @@ pub mod proxy;
 pub mod scaler;
 pub mod telemetry;
 pub mod worker;
+pub mod yaml;

@@ -3,13 +3,16 @@
 //! The top-level `cache:` sets the tiers up; a route opts in with its own
 //! `cache:` block (TTL, methods, vary headers, ...). Validation pushes every
 //! problem, located by file, line and field path, onto the caller's list.
+//! [`MemoryConfig`] needs no conversion, so it is read and used as is; Redis
+//! and disk become `Option`s (on with a URL, on unless disabled) and a route's
+//! methods and headers are parsed, so those have validated types of their own.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Source};
+use crate::yaml::{ConfigError, Source};
 
 /// L1 eviction policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -32,7 +35,7 @@ pub struct RawCache {
     pub enabled: bool,
     /// L1, in process memory.
     #[serde(default)]
-    pub memory: RawMemory,
+    pub memory: MemoryConfig,
     /// L2, Redis; on only when `url` is set.
     #[serde(default)]
     pub redis: RawRedis,
@@ -49,9 +52,9 @@ pub struct RawCache {
 }
 
 /// L1 settings.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMemory {
+pub struct MemoryConfig {
     /// Bytes of responses (body, headers, key, overhead) held in memory. Default 256 MiB.
     #[serde(default = "default_memory_bytes")]
     pub max_bytes: u64,
@@ -155,15 +158,6 @@ pub struct CacheConfig {
     pub max_object_bytes: u64,
 }
 
-/// Validated L1 settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemoryConfig {
-    /// Byte bound.
-    pub max_bytes: u64,
-    /// Eviction policy.
-    pub eviction: EvictionPolicyKind,
-}
-
 /// Validated L2 settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -221,7 +215,7 @@ impl Default for RawCache {
     fn default() -> Self {
         RawCache {
             enabled: true,
-            memory: RawMemory::default(),
+            memory: MemoryConfig::default(),
             redis: RawRedis::default(),
             disk: RawDisk::default(),
             coalesce_wait: default_coalesce_wait(),
@@ -230,9 +224,9 @@ impl Default for RawCache {
     }
 }
 
-impl Default for RawMemory {
+impl Default for MemoryConfig {
     fn default() -> Self {
-        RawMemory {
+        MemoryConfig {
             max_bytes: default_memory_bytes(),
             eviction: EvictionPolicyKind::default(),
         }
@@ -323,10 +317,7 @@ pub fn validate(raw: RawCache, src: &Source, errors: &mut Vec<ConfigError>) -> C
     }
     CacheConfig {
         enabled: raw.enabled,
-        memory: MemoryConfig {
-            max_bytes: raw.memory.max_bytes,
-            eviction: raw.memory.eviction,
-        },
+        memory: raw.memory,
         redis: raw.redis.url.clone().map(|url| RedisConfig {
             url,
             pool_size: r.pool_size,
@@ -459,7 +450,7 @@ mod tests {
     }
 
     fn load(text: &str) -> Result<(CacheConfig, Vec<RouteCache>), Vec<String>> {
-        let (doc, src) = crate::config::source::parse::<Doc>(Path::new("g.yaml"), text)
+        let (doc, src) = crate::yaml::parse::<Doc>(Path::new("g.yaml"), text)
             .map_err(|e| e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
         let mut errors = Vec::new();
         let top = validate(doc.cache, &src, &mut errors);

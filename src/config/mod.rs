@@ -5,7 +5,6 @@
 //! naming file, line, column and field path.
 
 pub mod raw;
-pub mod source;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -13,7 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use source::{ConfigError, ConfigErrors, LineIndex, Source};
+use crate::yaml::{self, ConfigError, ConfigErrors, Source};
+pub use raw::{HealthConfig, OutlierConfig};
 
 /// How a pool picks a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -98,34 +98,6 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
-/// Validated active health-check settings.
-#[derive(Debug, Clone)]
-pub struct HealthConfig {
-    /// Probed path.
-    pub path: String,
-    /// Between probes.
-    pub interval: Duration,
-    /// Probe timeout.
-    pub timeout: Duration,
-    /// Passes to come up.
-    pub rise: u32,
-    /// Failures to go down.
-    pub fall: u32,
-}
-
-/// Validated outlier-ejection settings.
-#[derive(Debug, Clone)]
-pub struct OutlierConfig {
-    /// Consecutive failures that eject; 0 disables.
-    pub consecutive_failures: u32,
-    /// First ejection time.
-    pub base_ejection: Duration,
-    /// Longest ejection.
-    pub max_ejection: Duration,
-    /// Cap on the ejected share of a pool, percent.
-    pub max_ejected_percent: u32,
-}
-
 /// A validated route.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
@@ -141,13 +113,13 @@ pub struct RouteConfig {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let (raw, source) = source::read::<raw::RawConfig>(path)?;
+    let (raw, source) = yaml::read::<raw::RawConfig>(path)?;
     validate(raw, &source)
 }
 
 /// Parses and validates config text as if read from `file`.
 pub fn from_str(file: &Path, text: &str) -> Result<Config, ConfigErrors> {
-    let (raw, source) = source::parse::<raw::RawConfig>(file, text)?;
+    let (raw, source) = yaml::parse::<raw::RawConfig>(file, text)?;
     validate(raw, &source)
 }
 
@@ -202,9 +174,9 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-    let scaler = raw
-        .scaler
-        .map(|s| crate::scaler::config::validate(s, src, &mut errors));
+    if let Some(s) = &raw.scaler {
+        crate::scaler::config::check(s, src, &mut errors);
+    }
     match (listen, admin_listen, errors.is_empty()) {
         (Some(listen), Some(admin_listen), true) => Ok(Config {
             listen,
@@ -214,7 +186,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             pools,
             routes,
             cache,
-            scaler,
+            scaler: raw.scaler,
         }),
         _ => Err(ConfigErrors(errors)),
     }
@@ -273,19 +245,8 @@ fn validate_pool(
         name,
         policy: p.policy,
         backends,
-        health: HealthConfig {
-            path: p.health.path,
-            interval: p.health.interval,
-            timeout: p.health.timeout,
-            rise: p.health.rise,
-            fall: p.health.fall,
-        },
-        outlier: OutlierConfig {
-            consecutive_failures: p.outlier.consecutive_failures,
-            base_ejection: p.outlier.base_ejection,
-            max_ejection: p.outlier.max_ejection,
-            max_ejected_percent: p.outlier.max_ejected_percent,
-        },
+        health: p.health,
+        outlier: p.outlier,
         connect_timeout: p.timeouts.connect,
         read_timeout: p.timeouts.read,
         write_timeout: p.timeouts.write,

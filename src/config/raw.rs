@@ -1,7 +1,9 @@
 //! The proxy config file as serde reads it: every field, its default, and why it exists.
 //!
 //! These types mirror `gantry.yaml` one to one. Nothing here is checked beyond
-//! its type; [`super::validate`] turns them into [`super::Config`].
+//! its type; [`super::validate`] turns them into [`super::Config`]. A section
+//! that needs no conversion is its own validated type ([`HealthConfig`],
+//! [`OutlierConfig`]): validation checks it and moves it into the pool as is.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,7 +34,7 @@ pub struct RawConfig {
     pub cache: crate::cache::config::RawCache,
     /// The auto-scaler (`gantry up`, `gantry scaler`): policies and runtime. Default none.
     #[serde(default)]
-    pub scaler: Option<crate::scaler::config::RawScaler>,
+    pub scaler: Option<crate::scaler::config::ScalerConfig>,
 }
 
 /// The admin listener.
@@ -68,10 +70,10 @@ pub struct RawPool {
     pub backends: Vec<RawBackend>,
     /// Active health checks.
     #[serde(default)]
-    pub health: RawHealth,
+    pub health: HealthConfig,
     /// Passive ejection of backends that fail requests.
     #[serde(default)]
-    pub outlier: RawOutlier,
+    pub outlier: OutlierConfig,
     /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: RawTimeouts,
@@ -98,9 +100,9 @@ pub struct RawBackend {
 }
 
 /// Active health checking.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHealth {
+pub struct HealthConfig {
     /// Path probed with GET. Default `/health`.
     #[serde(default = "default_health_path")]
     pub path: String,
@@ -118,9 +120,9 @@ pub struct RawHealth {
     pub fall: u32,
 }
 
-impl Default for RawHealth {
+impl Default for HealthConfig {
     fn default() -> Self {
-        RawHealth {
+        HealthConfig {
             path: default_health_path(),
             interval: default_health_interval(),
             timeout: default_health_timeout(),
@@ -131,9 +133,9 @@ impl Default for RawHealth {
 }
 
 /// Passive outlier ejection (Envoy-style).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawOutlier {
+pub struct OutlierConfig {
     /// Consecutive connect errors or 5xx that eject a backend. Default 5; 0 disables.
     #[serde(default = "default_consecutive")]
     pub consecutive_failures: u32,
@@ -148,9 +150,9 @@ pub struct RawOutlier {
     pub max_ejected_percent: u32,
 }
 
-impl Default for RawOutlier {
+impl Default for OutlierConfig {
     fn default() -> Self {
-        RawOutlier {
+        OutlierConfig {
             consecutive_failures: default_consecutive(),
             base_ejection: default_base_ejection(),
             max_ejection: default_max_ejection(),

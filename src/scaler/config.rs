@@ -1,20 +1,21 @@
 //! The `scaler:` section of `gantry.yaml`: where policies are and where replicas run.
 //!
-//! Raw serde types with their defaults, validated into [`ScalerConfig`] by
-//! [`validate`], which the proxy config's own validation calls so every
-//! error of the file is reported at once.
+//! The serde types with their defaults are the validated types too: nothing
+//! in the section needs converting. [`check`] reports what is wrong, located,
+//! onto the list of the proxy config's own validation, so every error of the
+//! file is reported at once.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Source};
+use crate::yaml::{ConfigError, Source};
 
 /// `scaler:` as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawScaler {
+pub struct ScalerConfig {
     /// Directory of policy files, one per pool; relative to the working directory. Default `policies`.
     #[serde(default = "default_policies")]
     pub policies: PathBuf,
@@ -23,10 +24,10 @@ pub struct RawScaler {
     pub runtime: RuntimeKind,
     /// Settings of the local-process runtime.
     #[serde(default)]
-    pub local: RawLocal,
+    pub local: LocalConfig,
     /// Settings of the Docker runtime.
     #[serde(default)]
-    pub docker: RawDocker,
+    pub docker: DockerConfig,
 }
 
 /// Which runtime.
@@ -41,9 +42,9 @@ pub enum RuntimeKind {
 }
 
 /// Local processes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLocal {
+pub struct LocalConfig {
     /// Program to run. Default: this `gantry` binary.
     #[serde(default)]
     pub program: Option<PathBuf>,
@@ -57,9 +58,9 @@ pub struct RawLocal {
     pub env: BTreeMap<String, String>,
 }
 
-impl Default for RawLocal {
+impl Default for LocalConfig {
     fn default() -> Self {
-        RawLocal {
+        LocalConfig {
             program: None,
             args: default_local_args(),
             env: BTreeMap::new(),
@@ -68,9 +69,9 @@ impl Default for RawLocal {
 }
 
 /// Docker containers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDocker {
+pub struct DockerConfig {
     /// Worker image. Default `gantry-worker:0.1.0`.
     #[serde(default = "default_image")]
     pub image: String,
@@ -93,9 +94,9 @@ pub struct RawDocker {
     pub env: BTreeMap<String, String>,
 }
 
-impl Default for RawDocker {
+impl Default for DockerConfig {
     fn default() -> Self {
-        RawDocker {
+        DockerConfig {
             image: default_image(),
             network: default_network(),
             port: default_port(),
@@ -106,74 +107,17 @@ impl Default for RawDocker {
     }
 }
 
-/// The validated scaler section.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScalerConfig {
-    /// Policy directory.
-    pub policies: PathBuf,
-    /// Which runtime.
-    pub runtime: RuntimeKind,
-    /// Local-process settings.
-    pub local: LocalConfig,
-    /// Docker settings.
-    pub docker: DockerConfig,
-}
-
-/// Validated local-process settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LocalConfig {
-    /// Program; `None` is this binary.
-    pub program: Option<PathBuf>,
-    /// Arguments.
-    pub args: Vec<String>,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
-}
-
-/// Validated Docker settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DockerConfig {
-    /// Image.
-    pub image: String,
-    /// Network.
-    pub network: String,
-    /// Container port.
-    pub port: u16,
-    /// Publish on loopback.
-    pub publish: bool,
-    /// Command override.
-    pub cmd: Option<Vec<String>>,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
-}
-
-/// Checks the raw section; errors are located under `scaler.`.
-pub fn validate(raw: RawScaler, src: &Source, errors: &mut Vec<ConfigError>) -> ScalerConfig {
-    if raw.docker.image.trim().is_empty() {
+/// Checks the section; errors are located under `scaler.`.
+pub fn check(config: &ScalerConfig, src: &Source, errors: &mut Vec<ConfigError>) {
+    let docker = &config.docker;
+    if docker.image.trim().is_empty() {
         errors.push(src.error("scaler.docker.image", "must name an image"));
     }
-    if raw.docker.network.trim().is_empty() {
+    if docker.network.trim().is_empty() {
         errors.push(src.error("scaler.docker.network", "must name a network"));
     }
-    if raw.docker.port == 0 {
+    if docker.port == 0 {
         errors.push(src.error("scaler.docker.port", "must be a port number"));
-    }
-    ScalerConfig {
-        policies: raw.policies,
-        runtime: raw.runtime,
-        local: LocalConfig {
-            program: raw.local.program,
-            args: raw.local.args,
-            env: raw.local.env,
-        },
-        docker: DockerConfig {
-            image: raw.docker.image,
-            network: raw.docker.network,
-            port: raw.docker.port,
-            publish: raw.docker.publish,
-            cmd: raw.docker.cmd,
-            env: raw.docker.env,
-        },
     }
 }
 
@@ -196,4 +140,49 @@ fn default_port() -> u16 {
 }
 fn yes() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        scaler: ScalerConfig,
+    }
+
+    /// The section of `text` and every error `check` reports for it.
+    fn load(text: &str) -> (ScalerConfig, Vec<String>) {
+        let (doc, src) = crate::yaml::parse::<Doc>(Path::new("g.yaml"), text).unwrap();
+        let mut errors = Vec::new();
+        check(&doc.scaler, &src, &mut errors);
+        (doc.scaler, errors.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn an_empty_section_gets_the_defaults() {
+        let (c, errors) = load("scaler: {}\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.policies, PathBuf::from("policies"));
+        assert_eq!(c.runtime, RuntimeKind::Local);
+        assert_eq!(c.local.args, default_local_args());
+        assert_eq!((c.docker.port, c.docker.publish), (8000, true));
+    }
+
+    #[test]
+    fn every_error_is_located() {
+        let text =
+            "scaler:\n  runtime: docker\n  docker:\n    image: ' '\n    network: ''\n    port: 0\n";
+        let (_, errors) = load(text);
+        assert_eq!(
+            errors,
+            [
+                "g.yaml:4:5: scaler.docker.image: must name an image",
+                "g.yaml:5:5: scaler.docker.network: must name a network",
+                "g.yaml:6:5: scaler.docker.port: must be a port number",
+            ]
+        );
+    }
 }

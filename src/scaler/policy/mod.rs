@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{ConfigError, ConfigErrors, Source};
-pub use raw::{Day, MetricKind};
+use crate::yaml::{self, ConfigError, ConfigErrors, Source};
+pub use raw::{Behavior, Day, MetricKind, Panic, ScaleToZero};
 pub use validate::{parse_hours, parse_offset, validate};
 
 /// A validated scaling policy for one pool.
@@ -101,39 +101,6 @@ pub enum MetricSource {
     },
 }
 
-/// Validated settings for one direction.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Behavior {
-    /// Stabilization window.
-    pub stabilization: Duration,
-    /// Cooldown.
-    pub cooldown: Duration,
-    /// Most replicas per period.
-    pub max_step: u32,
-    /// Period of `max_step`.
-    pub period: Duration,
-}
-
-/// Validated panic mode.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Panic {
-    /// Short window.
-    pub window: Duration,
-    /// desired/ready ratio that starts panic.
-    pub threshold: f64,
-}
-
-/// Validated scale to zero.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ScaleToZero {
-    /// Idle time before zero.
-    pub after: Duration,
-    /// Proxy hold timeout.
-    pub hold_timeout: Duration,
-    /// Proxy hold queue bound.
-    pub hold_queue: u32,
-}
-
 /// A schedule floor; minutes are of the day in the policy's clock.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Floor {
@@ -149,13 +116,13 @@ pub struct Floor {
 
 /// Reads and validates one policy file.
 pub fn load(path: &Path) -> Result<Policy, ConfigErrors> {
-    let (raw, source) = crate::config::source::read::<raw::RawPolicy>(path)?;
+    let (raw, source) = yaml::read::<raw::RawPolicy>(path)?;
     validate(raw, &source)
 }
 
 /// Parses and validates policy text as if read from `file`.
 pub fn from_str(file: &Path, text: &str) -> Result<Policy, ConfigErrors> {
-    let (raw, source) = crate::config::source::parse::<raw::RawPolicy>(file, text)?;
+    let (raw, source) = yaml::parse::<raw::RawPolicy>(file, text)?;
     validate(raw, &source)
 }
 
@@ -185,7 +152,7 @@ pub fn load_dir(dir: &Path) -> (BTreeMap<String, Policy>, Vec<ConfigError>) {
 }
 
 fn duplicate(file: &Path, pool: &str, first: &Path) -> ConfigError {
-    let src = crate::config::source::read::<serde_yaml::Value>(file)
+    let src = yaml::read::<serde_yaml::Value>(file)
         .map(|(_, s)| s)
         .unwrap_or_else(|_| Source {
             file: file.to_path_buf(),

@@ -1,8 +1,11 @@
 //! A policy file as serde reads it (`policies/<pool>.yaml`): every field, its default, and why.
 //!
 //! Nothing here is checked beyond its type; [`super::validate`] turns a
-//! [`RawPolicy`] into a [`super::Policy`]. The same types give the JSON Schema
-//! (`gantry schema`), so doc comments here are what editors show.
+//! [`RawPolicy`] into a [`super::Policy`]. A part that needs no conversion is
+//! its own validated type ([`Behavior`], [`Panic`], [`ScaleToZero`], like
+//! [`MetricKind`] and [`Day`]): validation checks it and the policy holds it as
+//! is. The same types give the JSON Schema (`gantry schema`), so doc comments
+//! here are what editors show.
 
 use std::time::Duration;
 
@@ -32,17 +35,17 @@ pub struct RawPolicy {
     /// What to measure and what to aim for; the largest recommendation wins (HPA). At least one.
     pub metrics: Vec<RawMetric>,
     /// Scale-up behaviour. Defaults: no stabilization, no cooldown, at most 4 replicas per 15s.
-    #[serde(default = "RawBehavior::up")]
-    pub scale_up: RawBehavior,
+    #[serde(default = "Behavior::up")]
+    pub scale_up: Behavior,
     /// Scale-down behaviour. Defaults: 300s stabilization, 60s cooldown, at most 1 replica per 60s.
-    #[serde(default = "RawBehavior::down")]
-    pub scale_down: RawBehavior,
+    #[serde(default = "Behavior::down")]
+    pub scale_down: Behavior,
     /// Panic mode for spikes (Knative): a short window, scale up only. Absent means off.
     #[serde(default)]
-    pub panic: Option<RawPanic>,
+    pub panic: Option<Panic>,
     /// Scale to zero after an idle period; the proxy holds requests while a replica starts. Absent means off.
     #[serde(default)]
-    pub scale_to_zero: Option<RawScaleToZero>,
+    pub scale_to_zero: Option<ScaleToZero>,
     /// Minimum floors by day and hour; the highest matching floor applies. Default none.
     #[serde(default)]
     pub schedule: Vec<RawFloor>,
@@ -119,9 +122,9 @@ pub struct RawPrometheus {
 }
 
 /// Settings for one direction of scaling.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawBehavior {
+pub struct Behavior {
     /// Act on the most conservative recommendation of this window (lowest going up, highest going down).
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -139,10 +142,10 @@ pub struct RawBehavior {
     pub period: Duration,
 }
 
-impl RawBehavior {
+impl Behavior {
     /// Scale-up defaults (HPA: fast up).
-    pub fn up() -> RawBehavior {
-        RawBehavior {
+    pub fn up() -> Behavior {
+        Behavior {
             stabilization: Duration::ZERO,
             cooldown: Duration::ZERO,
             max_step: 4,
@@ -151,8 +154,8 @@ impl RawBehavior {
     }
 
     /// Scale-down defaults (HPA: slow down).
-    pub fn down() -> RawBehavior {
-        RawBehavior {
+    pub fn down() -> Behavior {
+        Behavior {
             stabilization: Duration::from_secs(300),
             cooldown: Duration::from_secs(60),
             max_step: 1,
@@ -162,9 +165,9 @@ impl RawBehavior {
 }
 
 /// Panic mode (Knative KPA).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawPanic {
+pub struct Panic {
     /// Short averaging window for spikes. Default 6s.
     #[serde(default = "default_panic_window", with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -175,9 +178,9 @@ pub struct RawPanic {
 }
 
 /// Scale to zero when idle.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawScaleToZero {
+pub struct ScaleToZero {
     /// Idle time (no request, nothing in flight) before the pool goes to zero. Default 300s.
     #[serde(default = "default_idle", with = "humantime_serde")]
     #[schemars(with = "String")]

@@ -1,8 +1,8 @@
 //! Checking a raw policy into a [`Policy`]: every semantic error at once, each located in the file.
 
 use super::raw;
-use super::{Behavior, Floor, MetricRule, MetricSource, Panic, Policy, Rule, ScaleToZero};
-use crate::config::{ConfigError, ConfigErrors, Source};
+use super::{Floor, MetricRule, MetricSource, Policy, Rule};
+use crate::yaml::{ConfigError, ConfigErrors, Source};
 
 /// Checks a raw policy, collecting every error.
 pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigErrors> {
@@ -89,17 +89,10 @@ pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigError
         interval: raw.interval,
         window: raw.window,
         metrics,
-        up: behavior(&raw.scale_up),
-        down: behavior(&raw.scale_down),
-        panic: raw.panic.map(|p| Panic {
-            window: p.window,
-            threshold: p.threshold,
-        }),
-        scale_to_zero: raw.scale_to_zero.map(|z| ScaleToZero {
-            after: z.after,
-            hold_timeout: z.hold_timeout,
-            hold_queue: z.hold_queue,
-        }),
+        up: raw.scale_up,
+        down: raw.scale_down,
+        panic: raw.panic,
+        scale_to_zero: raw.scale_to_zero,
         schedule,
         utc_offset_minutes: offset,
         cpus: raw.resources.cpus,
@@ -108,15 +101,6 @@ pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigError
         drain_timeout: raw.drain_timeout,
         file: src.file.clone(),
     })
-}
-
-fn behavior(b: &raw::RawBehavior) -> Behavior {
-    Behavior {
-        stabilization: b.stabilization,
-        cooldown: b.cooldown,
-        max_step: b.max_step,
-        period: b.period,
-    }
 }
 
 fn validate_metric(

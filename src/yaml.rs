@@ -1,5 +1,9 @@
 //! Reading YAML files with positions: every error names the file, line, column and field path.
 //!
+//! A leaf: it imports nothing else of the crate. Every config file (the proxy's
+//! `gantry.yaml` with its `cache:` and `scaler:` sections, the policy files)
+//! is read through it, so those modules share it without importing each other.
+//!
 //! serde stops at the first type error, so [`parse`] reports that one with the
 //! location serde_yaml gives. Checks that run after deserialization (unknown
 //! pool names, bounds) look their field path up in a [`LineIndex`] built from
