@@ -32,6 +32,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::pool::Pool;
+use super::respond::{Answer, Phase};
 use crate::cache::key::KeyParts;
 use crate::cache::policy::{self, Bypass};
 use crate::cache::{Cache, CacheKey, CachedResponse, FillGuard, Lookup, RouteCache, XCache};
@@ -170,14 +171,14 @@ impl CacheFront {
         }
     }
 
-    /// The cache part of `request_filter`: `Ok(true)` when a hit was served.
+    /// The cache part of `request_filter`: [`Phase::Answered`] when a hit was served.
     pub async fn request(
         &self,
         session: &mut Session,
         route: &Arc<RouteCache>,
         pool: &Pool,
         state: &mut Option<CacheState>,
-    ) -> Result<bool> {
+    ) -> Result<Phase> {
         let refresh = self.revalidator.refresh_id(session.req_header());
         let generation = self.cache.generation();
         let (key, body) = match prepare(session, route, pool).await? {
@@ -185,7 +186,7 @@ impl CacheFront {
             Prepared::Bypass(reason) => {
                 tracing::debug!(reason, "Cache bypassed");
                 *state = Some(CacheState::bypass());
-                return Ok(false);
+                return Ok(Phase::Forward);
             }
         };
         let mut st = CacheState {
@@ -203,11 +204,11 @@ impl CacheFront {
             match self.cache.lookup(&key).await {
                 Lookup::Hit(hit) => {
                     let now = self.cache.clock().now_ms();
-                    serve(session, &hit.entry, hit.x_cache(), now).await?;
+                    let _answered = serve(session, &hit.entry, hit.x_cache(), now).await?;
                     if let Some(guard) = hit.revalidate {
                         self.revalidator.spawn(guard, session.req_header(), body);
                     }
-                    return Ok(true);
+                    return Ok(Phase::Answered);
                 }
                 Lookup::Miss(m) => {
                     st.fill = m.fill;
@@ -216,7 +217,7 @@ impl CacheFront {
             }
         }
         *state = Some(st);
-        Ok(false)
+        Ok(Phase::Forward)
     }
 }
 
@@ -286,22 +287,15 @@ pub async fn serve(
     entry: &CachedResponse,
     x_cache: XCache,
     now_ms: u64,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(entry.status, Some(entry.headers.len() + 3))?;
+) -> Result<Phase> {
+    let mut a = Answer::new(entry.status, entry.body.clone(), entry.headers.len() + 2)?;
     for (name, value) in &entry.headers {
-        resp.append_header(name.clone(), &value[..])?;
+        a.append(name.clone(), &value[..])?;
     }
-    resp.insert_header("content-length", entry.body.len().to_string())?;
-    resp.insert_header("age", entry.age_secs(now_ms).to_string())?;
-    resp.insert_header("x-cache", x_cache.as_str())?;
-    let empty = entry.body.is_empty() || session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), empty).await?;
-    if !empty {
-        session
-            .write_response_body(Some(entry.body.clone()), true)
-            .await?;
-    }
-    Ok(())
+    let a = a
+        .set("age", &entry.age_secs(now_ms).to_string())?
+        .set("x-cache", x_cache.as_str())?;
+    a.send(session).await
 }
 
 type RefreshClient = Client<HttpConnector, Full<Bytes>>;

@@ -6,6 +6,7 @@
 //! - `health` — active checks;
 //! - `caching` — the response cache on the request path (key, hit, capture, stale);
 //! - `hold` — requests held while the scaler starts a first backend;
+//! - `respond` — answering a request ourselves (rejections, errors, cache hits);
 //! - `admin` — the admin listener (metrics, health, backend API, cache purge).
 
 pub mod admin;
@@ -14,6 +15,7 @@ pub mod caching;
 pub mod health;
 pub mod hold;
 pub mod pool;
+pub mod respond;
 pub mod service;
 
 use std::future::Future;

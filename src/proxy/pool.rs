@@ -131,6 +131,35 @@ struct Record {
     check_failures: u32,
 }
 
+/// How one attempt on a backend ended (the `outcome` label of
+/// `gantry_upstream_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response below 500.
+    Ok,
+    /// A 5xx response.
+    Http5xx,
+    /// No connection (refused, no route, connect timeout, socket error).
+    ConnectError,
+    /// Connected, but no answer in time.
+    Timeout,
+    /// Anything else on the way.
+    Error,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Http5xx => "http_5xx",
+            Outcome::ConnectError => "connect_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Error => "error",
+        }
+    }
+}
+
 /// A snapshot of one backend for the admin API and the scaler.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct BackendStatus {
@@ -173,11 +202,11 @@ impl Backend {
     }
 
     /// Counts one upstream attempt with `outcome`.
-    pub fn count_outcome(&self, outcome: &str) {
+    pub fn count_outcome(&self, outcome: Outcome) {
         match &self.metrics {
-            Some(m) if outcome == "ok" => m.ok.inc(),
+            Some(m) if outcome == Outcome::Ok => m.ok.inc(),
             Some(m) => metrics::UPSTREAM_REQUESTS
-                .with_label_values(&[&*m.pool, &self.addr.to_string(), outcome])
+                .with_label_values(&[&*m.pool, &self.addr.to_string(), outcome.as_str()])
                 .inc(),
             None => {}
         }

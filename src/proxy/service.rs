@@ -16,14 +16,14 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::prelude::*;
-use pingora::protocols::http::error_resp;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 
 use super::caching::{self, CacheFront, CacheState};
 use super::hold::Held;
-use super::pool::{Lease, Pool, Pools};
+use super::pool::{Lease, Outcome, Pool, Pools};
+use super::respond::{Answer, Phase};
 use crate::cache::{RouteCache, XCache};
 use crate::config::{Config, RouteConfig};
 use crate::metrics;
@@ -109,26 +109,63 @@ impl Gantry {
         status: u16,
         reason: &str,
         msg: String,
-    ) -> Result<bool> {
+    ) -> Result<Phase> {
         metrics::REJECTED
             .with_label_values(&[Self::pool_label(ctx), reason])
             .inc();
-        let mut resp = ResponseHeader::build(status, Some(3))?;
-        resp.insert_header("content-type", "text/plain; charset=utf-8")?;
-        resp.insert_header("content-length", (msg.len() + 1).to_string())?;
-        session.write_response_header(Box::new(resp), false).await?;
-        session
-            .write_response_body(Some(Bytes::from(msg + "\n")), true)
-            .await?;
-        Ok(true)
+        Answer::text(status, &msg)?.send(session).await
+    }
+
+    /// Routes and admits a request: limits, cache lookup, holding for a backend.
+    async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Phase> {
+        let Some((index, route)) = self.route(session.req_header().uri.path()) else {
+            let msg = format!("no route for {}", session.req_header().uri.path());
+            return Self::reject(session, ctx, 404, "no_route", msg).await;
+        };
+        let pool = match self.pools.get(&route.pool) {
+            Ok(p) => p.clone(),
+            Err(e) => return Self::reject(session, ctx, 500, "no_route", e.to_string()).await,
+        };
+        ctx.idempotent = route.idempotent;
+        ctx.pool = Some(pool.clone());
+        let limit = pool.config.max_body_bytes;
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            let msg = format!("request body larger than {limit} bytes");
+            return Self::reject(session, ctx, 413, "too_large", msg).await;
+        }
+        if let (Some(front), Some(rules)) = (&self.cache, &self.route_caches[index]) {
+            if front.request(session, rules, &pool, &mut ctx.cache).await? == Phase::Answered {
+                return Ok(Phase::Answered);
+            }
+        }
+        if !pool.has_eligible(Instant::now()) {
+            let (reason, msg) = match pool.hold.wait(&pool).await {
+                Held::Ready => return Ok(Phase::Forward),
+                Held::Off => ("no_backend", "no healthy backend in pool"),
+                Held::Full => ("hold_full", "too many requests waiting for pool"),
+                Held::TimedOut => ("hold_timeout", "no backend started in time for pool"),
+            };
+            if self.serve_stale(session, ctx).await {
+                return Ok(Phase::Answered);
+            }
+            let msg = format!("{msg} {}", pool.name);
+            return Self::reject(session, ctx, 503, reason, msg).await;
+        }
+        Ok(Phase::Forward)
     }
 
     /// Records the outcome of the current attempt on its backend.
-    fn finish_attempt(&self, ctx: &mut Ctx, outcome: &'static str) {
+    fn finish_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
         let (Some(pool), Some(lease)) = (&ctx.pool, ctx.lease.take()) else {
             return;
         };
-        let ok = matches!(outcome, "ok");
+        let ok = outcome == Outcome::Ok;
         pool.record_outcome(&lease.backend, ok, Instant::now());
         lease.backend.count_outcome(outcome);
     }
@@ -142,7 +179,7 @@ impl Gantry {
         };
         let now = front.cache.clock().now_ms();
         match caching::serve(session, &stale, XCache::Stale, now).await {
-            Ok(()) => true,
+            Ok(phase) => phase.answered(),
             Err(e) => {
                 tracing::debug!(error = %e, "Writing a stale response failed");
                 false
@@ -160,16 +197,16 @@ impl Gantry {
     }
 }
 
-fn outcome_of(e: &Error) -> &'static str {
+fn outcome_of(e: &Error) -> Outcome {
     match e.etype() {
         ErrorType::ConnectTimedout
         | ErrorType::ConnectRefused
         | ErrorType::ConnectError
         | ErrorType::ConnectNoRoute
         | ErrorType::ConnectProxyFailure
-        | ErrorType::SocketError => "connect_error",
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
-        _ => "error",
+        | ErrorType::SocketError => Outcome::ConnectError,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Outcome::Timeout,
+        _ => Outcome::Error,
     }
 }
 
@@ -194,46 +231,7 @@ impl ProxyHttp for Gantry {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let Some((index, route)) = self.route(session.req_header().uri.path()) else {
-            let msg = format!("no route for {}", session.req_header().uri.path());
-            return Self::reject(session, ctx, 404, "no_route", msg).await;
-        };
-        let pool = match self.pools.get(&route.pool) {
-            Ok(p) => p.clone(),
-            Err(e) => return Self::reject(session, ctx, 500, "no_route", e.to_string()).await,
-        };
-        ctx.idempotent = route.idempotent;
-        ctx.pool = Some(pool.clone());
-        let limit = pool.config.max_body_bytes;
-        let declared = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            let msg = format!("request body larger than {limit} bytes");
-            return Self::reject(session, ctx, 413, "too_large", msg).await;
-        }
-        if let (Some(front), Some(rules)) = (&self.cache, &self.route_caches[index]) {
-            if front.request(session, rules, &pool, &mut ctx.cache).await? {
-                return Ok(true);
-            }
-        }
-        if !pool.has_eligible(Instant::now()) {
-            let (reason, msg) = match pool.hold.wait(&pool).await {
-                Held::Ready => return Ok(false),
-                Held::Off => ("no_backend", "no healthy backend in pool"),
-                Held::Full => ("hold_full", "too many requests waiting for pool"),
-                Held::TimedOut => ("hold_timeout", "no backend started in time for pool"),
-            };
-            if self.serve_stale(session, ctx).await {
-                return Ok(true);
-            }
-            let msg = format!("{msg} {}", pool.name);
-            return Self::reject(session, ctx, 503, reason, msg).await;
-        }
-        Ok(false)
+        Ok(self.admit(session, ctx).await?.answered())
     }
 
     async fn request_body_filter(
@@ -312,7 +310,7 @@ impl ProxyHttp for Gantry {
         let outcome = outcome_of(&e);
         self.finish_attempt(ctx, outcome);
         // A timeout is not retried: the backend may still be working on it.
-        let retry = outcome != "timeout" && self.may_retry(session, ctx);
+        let retry = outcome != Outcome::Timeout && self.may_retry(session, ctx);
         e.set_retry(retry);
         e
     }
@@ -326,7 +324,12 @@ impl ProxyHttp for Gantry {
         ctx.response_started = true;
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
-        self.finish_attempt(ctx, if status >= 500 { "http_5xx" } else { "ok" });
+        let outcome = if status >= 500 {
+            Outcome::Http5xx
+        } else {
+            Outcome::Ok
+        };
+        self.finish_attempt(ctx, outcome);
         if let Some(c) = &mut ctx.cache {
             c.on_response_header(resp);
         }
@@ -402,14 +405,12 @@ impl ProxyHttp for Gantry {
             _ => (500, "internal error".into()),
         };
         if code > 0 && session.response_written().is_none() {
-            session.set_keepalive(None);
-            let mut resp = error_resp::gen_error_response(code);
-            let _ = resp.insert_header("connection", "close");
-            let body = Bytes::from(format!("{msg}\n"));
-            let _ = resp.insert_header("content-type", "text/plain; charset=utf-8");
-            let _ = resp.insert_header("content-length", body.len().to_string());
-            let _ = session.write_response_header(Box::new(resp), false).await;
-            let _ = session.write_response_body(Some(body), true).await;
+            let answer = Answer::text(code, &msg)
+                .and_then(|a| a.set("cache-control", "private, no-store"))
+                .and_then(|a| a.close(session));
+            if let Ok(a) = answer {
+                let _ = a.send(session).await;
+            }
         }
         FailToProxy {
             error_code: code,
