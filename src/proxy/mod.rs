@@ -7,6 +7,7 @@
 //! - `caching` — the response cache on the request path (key, hit, capture, stale);
 //! - `hold` — requests held while the scaler starts a first backend;
 //! - `respond` — answering a request ourselves (rejections, errors, cache hits);
+//! - `tasks` — background tasks with a shutdown signal, awaited on shutdown;
 //! - `admin` — the admin listener (metrics, health, backend API, cache purge).
 
 pub mod admin;
@@ -17,9 +18,8 @@ pub mod hold;
 pub mod pool;
 pub mod respond;
 pub mod service;
+pub mod tasks;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,15 +28,16 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
+use self::tasks::{until_shutdown, Supervisor};
 use crate::config::Config;
 use crate::metrics::system::SystemCollector;
 pub use pool::{Pool, PoolError, Pools};
 
-/// A task that runs beside the proxy for as long as it runs.
-pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub use tasks::{Shutdown, Task};
 
-/// Something to do once the proxy has stopped serving (stop local workers).
-pub type Hook = Box<dyn FnOnce() + Send>;
+/// Longest the background tasks get to stop after the requests drained
+/// (the scaler stops local workers: SIGTERM, then SIGKILL after 5 s).
+const STOP_TASKS: Duration = Duration::from_secs(10);
 
 /// Longest a SIGTERM waits for requests in flight to finish.
 const MAX_SHUTDOWN_DRAIN: Duration = Duration::from_secs(60);
@@ -75,19 +76,9 @@ impl From<crate::cache::CacheError> for ProxyError {
 struct Control {
     admin: Mutex<Option<std::net::TcpListener>>,
     state: admin::AdminState,
-    extra: Mutex<Vec<Task>>,
-    /// Run once no request is in flight after SIGTERM (or when the server stops).
-    hooks: Arc<Mutex<Vec<Hook>>>,
+    extra: Mutex<Vec<(&'static str, Task)>>,
     /// Longest the shutdown waits for requests in flight.
     drain: Duration,
-}
-
-/// Runs every hook once.
-fn run_hooks(hooks: &Mutex<Vec<Hook>>) {
-    let hooks = std::mem::take(&mut *hooks.lock().unwrap_or_else(|e| e.into_inner()));
-    for h in hooks {
-        h();
-    }
 }
 
 /// Resolves when no client request is in flight, or after `limit`.
@@ -105,40 +96,61 @@ async fn requests_done(limit: Duration) -> bool {
 #[async_trait]
 impl BackgroundService for Control {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut tasks = Supervisor::new();
         for pool in self.state.pools.iter() {
-            tasks.spawn(health::run(pool.clone()));
+            let pool = pool.clone();
+            tasks.spawn(
+                "health checks",
+                Box::new(|sd| Box::pin(until_shutdown(sd, health::run(pool)))),
+            );
         }
-        tasks.spawn(SystemCollector::new().run(Duration::from_secs(5)));
-        for t in self
-            .extra
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            tasks.spawn(t);
+        tasks.spawn(
+            "host metrics",
+            Box::new(|sd| {
+                let every = Duration::from_secs(5);
+                Box::pin(until_shutdown(sd, SystemCollector::new().run(every)))
+            }),
+        );
+        let extra = std::mem::take(&mut *self.extra.lock().unwrap_or_else(|e| e.into_inner()));
+        for (name, t) in extra {
+            tasks.spawn(name, t);
         }
         let listener = self.admin.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(l) = listener.and_then(|l| tokio::net::TcpListener::from_std(l).ok()) {
             let app = admin::router(self.state.clone());
-            tasks.spawn(async move {
-                if let Err(e) = axum::serve(l, app).await {
-                    tracing::error!(error = %e, "Admin listener failed");
-                }
-            });
+            tasks.spawn(
+                "admin listener",
+                Box::new(|mut sd| {
+                    Box::pin(async move {
+                        let stop = async move {
+                            let _ = sd.wait_for(|v| *v).await;
+                        };
+                        let served = axum::serve(l, app).with_graceful_shutdown(stop).await;
+                        if let Err(e) = served {
+                            tracing::error!(error = %e, "Admin listener failed");
+                        }
+                    })
+                }),
+            );
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            name = tasks.panicked() => {
+                tracing::error!(task = name, "Background task panicked; stopping the proxy");
+                std::process::exit(tasks::EXIT_PANIC);
+            }
         }
         // SIGTERM: Pingora has stopped accepting. Let the requests in flight
-        // finish (bounded), then stop the workers and exit rather than sit
-        // out the rest of Pingora's fixed grace period.
-        let _ = shutdown.changed().await;
+        // finish (bounded), stop the tasks (the scaler stops its workers),
+        // and exit rather than sit out the rest of Pingora's fixed grace period.
         // The listeners close on the same signal; a request they took just
         // before it is counted once its head is read.
         tokio::time::sleep(SHUTDOWN_SETTLE).await;
-        let done = requests_done(self.drain).await;
+        let drained = requests_done(self.drain).await;
         let left = crate::metrics::ACTIVE_CONNECTIONS.get();
-        tracing::info!(drained = done, requests_left = left, "Shutting down");
-        tasks.abort_all();
-        run_hooks(&self.hooks);
+        tracing::info!(drained, requests_left = left, "Shutting down");
+        let stopped = tasks.stop(STOP_TASKS).await;
+        tracing::info!(tasks_stopped = stopped, "Stopped");
         std::process::exit(0);
     }
 }
@@ -149,8 +161,7 @@ pub struct Proxy {
     config: Config,
     pools: Arc<Pools>,
     admin: std::net::TcpListener,
-    extra: Vec<Task>,
-    hooks: Vec<Hook>,
+    extra: Vec<(&'static str, Task)>,
     scaler: Option<Arc<dyn crate::admin::ScalerView>>,
     /// The response cache, when enabled and some route uses it.
     cache: Option<crate::cache::Cache>,
@@ -172,13 +183,14 @@ impl Proxy {
                 cause: source,
             })?;
         let pools = Arc::new(Pools::from_config(&config));
-        let mut extra: Vec<Task> = Vec::new();
+        let mut extra: Vec<(&'static str, Task)> = Vec::new();
         let cached = config.routes.iter().any(|r| r.cache.is_some());
         let cache = if config.cache.enabled && cached {
             let clock = Arc::new(crate::cache::SystemClock);
             let (cache, worker) = crate::cache::Cache::open(&config.cache, clock)?;
             // Connects Redis, warms memory from disk, writes disk, keeps gauges.
-            extra.push(Box::pin(worker.run()));
+            let task: Task = Box::new(|sd| Box::pin(tasks::until_shutdown(sd, worker.run())));
+            extra.push(("cache worker", task));
             Some(cache)
         } else {
             None
@@ -188,7 +200,6 @@ impl Proxy {
             pools,
             admin,
             extra,
-            hooks: Vec::new(),
             scaler: None,
             cache,
         })
@@ -199,9 +210,9 @@ impl Proxy {
         self.pools.clone()
     }
 
-    /// Runs `task` beside the proxy.
-    pub fn spawn(&mut self, task: Task) {
-        self.extra.push(task);
+    /// Runs `task` beside the proxy as `name`; it gets the proxy's shutdown signal.
+    pub fn spawn(&mut self, name: &'static str, task: Task) {
+        self.extra.push((name, task));
     }
 
     /// Serves `view`'s journal on `GET /admin/scaler` (a scaler in this process).
@@ -209,14 +220,9 @@ impl Proxy {
         self.scaler = Some(view);
     }
 
-    /// Runs `hook` once the proxy has stopped serving.
-    pub fn on_shutdown(&mut self, hook: Hook) {
-        self.hooks.push(hook);
-    }
-
     /// Serves until SIGINT (stop now) or SIGTERM (stop accepting, let the
     /// requests in flight finish for up to the longest pool `drain_timeout`,
-    /// at most a minute, then exit). Shutdown hooks run either way.
+    /// at most a minute, stop the background tasks, then exit).
     pub fn run(self) -> Result<(), ProxyError> {
         let drain = self
             .config
@@ -262,15 +268,12 @@ impl Proxy {
                 scaler: self.scaler.clone(),
             },
             extra: Mutex::new(self.extra),
-            hooks: Arc::new(Mutex::new(self.hooks)),
             drain,
         };
-        let hooks = control.hooks.clone();
         server.add_service(svc);
         server.add_service(background_service("gantry control", control));
         tracing::info!(listen = %self.config.listen, admin = %self.config.admin_listen, "Proxy starting");
         server.run(RunArgs::default());
-        run_hooks(&hooks);
         Ok(())
     }
 }

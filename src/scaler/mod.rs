@@ -109,6 +109,8 @@ impl Scaler {
             }
         }
         while loops.join_next().await.is_some() {}
+        // Every loop has stopped: nothing starts a replica any more.
+        self.parts.runtime.shutdown().await;
     }
 
     /// Reads the directory: new pools get a loop, changed policies are sent
@@ -199,9 +201,11 @@ pub fn parts(
     })
 }
 
-/// `gantry up`: the scaler as a task beside the proxy, over its own pools.
-/// Replicas of the local runtime are killed when the proxy stops
-/// ([`runtime::local::kill_all`]); containers stay for the next run to adopt.
+/// `gantry up`: the scaler as a task beside the proxy, over its own pools,
+/// stopped with the proxy: local workers stop with it ([`Runtime::shutdown`]),
+/// containers stay for the next run to adopt.
+///
+/// [`Runtime::shutdown`]: runtime::Runtime::shutdown
 pub fn spawn_in_proxy(proxy: &mut crate::proxy::Proxy, config: config::ScalerConfig) {
     // Before the listener opens: the first requests wait for the first replicas.
     let pools = proxy.pools();
@@ -211,21 +215,23 @@ pub fn spawn_in_proxy(proxy: &mut crate::proxy::Proxy, config: config::ScalerCon
         }
     }
     let control: Arc<dyn control::PoolControl> = Arc::new(control::InProcess::new(pools));
-    proxy.on_shutdown(Box::new(runtime::local::kill_all));
     let journal = journal::Journal::new();
     proxy.set_scaler_view(Arc::new(journal.clone()));
-    proxy.spawn(Box::pin(async move {
-        let parts = match parts(&config, control, journal) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "Scaler cannot start; the proxy runs without it");
-                return;
-            }
-        };
-        // Never signalled: the proxy aborts its tasks when it stops.
-        let (_keep, shutdown) = watch::channel(false);
-        Scaler::new(parts, config.policies).run(shutdown).await;
-    }));
+    proxy.spawn(
+        "scaler",
+        Box::new(move |shutdown| {
+            Box::pin(async move {
+                let parts = match parts(&config, control, journal) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "Scaler cannot start; the proxy runs without it");
+                        return;
+                    }
+                };
+                Scaler::new(parts, config.policies).run(shutdown).await;
+            })
+        }),
+    );
 }
 
 /// `gantry scaler`: the scaler alone against a proxy's admin API, until
@@ -265,7 +271,6 @@ pub fn run_standalone(
         Scaler::new(parts, config.policies).run(shutdown).await;
         Ok(())
     });
-    runtime::local::kill_all();
     result
 }
 

@@ -2,17 +2,19 @@
 //!
 //! Each child is owned by a waiter task that reports its exit as a death,
 //! unless the scaler asked it to stop (SIGTERM, then SIGKILL after
-//! [`STOP_GRACE`]). A child's stderr is passed through to gantry's own, and
-//! its last [`KEPT_LINES`] lines are kept so a death says why (the worker's
-//! `error: ...` line). Every child's pid is also kept in a process-wide list so
-//! [`kill_all`] can end them when the process shuts down. CPU and memory
-//! are the host's (sysinfo): the children share it.
+//! [`STOP_GRACE`]). The children belong to the runtime value: its
+//! [`Runtime::shutdown`] stops them all, and dropping it kills any left;
+//! the kernel also sends them SIGTERM if gantry dies (`PR_SET_PDEATHSIG`).
+//! A child's stderr is passed through to gantry's own, and its last
+//! [`KEPT_LINES`] lines are kept so a death says why (the worker's
+//! `error: ...` line). CPU and memory are the host's (sysinfo): the
+//! children share it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,15 +36,6 @@ pub const KEPT_LINES: usize = 20;
 /// Longest stderr line passed through whole; longer ones are split.
 const LINE_MAX: usize = 8 * 1024;
 
-/// Pids of every child started by this process.
-static CHILDREN: LazyLock<Mutex<BTreeSet<u32>>> = LazyLock::new(Default::default);
-
-/// Kills every child this process started (at shutdown).
-pub fn kill_all() {
-    let pids: Vec<u32> = std::mem::take(&mut *lock(&CHILDREN)).into_iter().collect();
-    signal(&pids, Signal::Kill);
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -63,6 +56,7 @@ fn signal(pids: &[u32], sig: Signal) {
 
 struct Child {
     replica: Replica,
+    pid: u32,
     stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
 }
 
@@ -71,7 +65,8 @@ pub struct LocalRuntime {
     program: PathBuf,
     args: Vec<String>,
     env: BTreeMap<String, String>,
-    children: Mutex<BTreeMap<String, Child>>,
+    /// Children still running: the waiter of each removes it when it exits.
+    children: Arc<Mutex<BTreeMap<String, Child>>>,
     deaths: broadcast::Sender<Death>,
     client: HttpClient,
     host: Mutex<Option<System>>,
@@ -91,7 +86,7 @@ impl LocalRuntime {
             program,
             args: config.args.clone(),
             env: config.env.clone(),
-            children: Mutex::new(BTreeMap::new()),
+            children: Arc::new(Mutex::new(BTreeMap::new())),
             deaths: broadcast::channel(64).0,
             client: probe_client(),
             host: Mutex::new(None),
@@ -114,12 +109,10 @@ impl LocalRuntime {
 impl Drop for LocalRuntime {
     fn drop(&mut self) {
         let children = std::mem::take(&mut *lock(&self.children));
-        for c in children.into_values() {
-            if let Ok(pid) = c.replica.id.trim_start_matches("local-").parse::<u32>() {
-                signal(&[pid], Signal::Kill);
-                lock(&CHILDREN).remove(&pid);
-            }
-        }
+        // Only children still running are here (each is removed as it exits),
+        // so no pid the kernel has handed to another process is signalled.
+        let pids: Vec<u32> = children.values().map(|c| c.pid).collect();
+        signal(&pids, Signal::Kill);
     }
 }
 
@@ -181,21 +174,22 @@ impl Runtime for LocalRuntime {
             pool: spec.pool.clone(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         };
-        lock(&CHILDREN).insert(pid);
         let (stop_tx, stop_rx) = oneshot::channel::<oneshot::Sender<()>>();
         lock(&self.children).insert(
             replica.id.clone(),
             Child {
                 replica: replica.clone(),
+                pid,
                 stop: Some(stop_tx),
             },
         );
         let deaths = self.deaths.clone();
+        let children = self.children.clone();
         let r = replica.clone();
         tokio::spawn(async move {
             tokio::select! {
                 status = child.wait() => {
-                    lock(&CHILDREN).remove(&pid);
+                    lock(&children).remove(&r.id);
                     let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                     let lines = match stderr {
                         // EOF follows the exit, unless a grandchild holds the pipe.
@@ -218,7 +212,6 @@ impl Runtime for LocalRuntime {
                     if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
                         let _ = child.kill().await;
                     }
-                    lock(&CHILDREN).remove(&pid);
                     if let Ok(ack) = ack {
                         let _ = ack.send(());
                     }
@@ -270,6 +263,17 @@ impl Runtime for LocalRuntime {
 
     fn deaths(&self) -> broadcast::Receiver<Death> {
         self.deaths.subscribe()
+    }
+
+    async fn shutdown(&self) {
+        let all: Vec<Replica> = lock(&self.children)
+            .values()
+            .map(|c| c.replica.clone())
+            .collect();
+        if !all.is_empty() {
+            tracing::info!(workers = all.len(), "Stopping local workers");
+        }
+        futures::future::join_all(all.iter().map(|r| self.stop(r))).await;
     }
 }
 

@@ -122,6 +122,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Replicas that died on their own (container exit, process exit).
     fn deaths(&self) -> broadcast::Receiver<Death>;
+
+    /// The scaler is stopping: stop what must not outlive it. Local
+    /// processes are stopped; containers stay for the next run to adopt.
+    async fn shutdown(&self) {}
 }
 
 /// `GET http://addr/ready` answers 2xx within a second.
