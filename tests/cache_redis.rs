@@ -406,6 +406,7 @@ async fn responses_that_are_not_stored_leave_every_tier_empty() {
         max_object_bytes: 10,
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: Duration::ZERO,
+        max_ttl: Duration::from_secs(86_400),
     };
     let mut set_cookie = http::HeaderMap::new();
     set_cookie.insert("set-cookie", "a=b".parse().unwrap());

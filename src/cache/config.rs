@@ -139,6 +139,9 @@ pub struct RawRouteCache {
     /// After the TTL, serve stale when the backend fails, for this long. Default 0 (off).
     #[serde(default, with = "humantime_serde")]
     pub stale_if_error: Duration,
+    /// Longest freshness a response's own `max-age`/`s-maxage` may claim. Default 1 day.
+    #[serde(default = "default_max_ttl", with = "humantime_serde")]
+    pub max_ttl: Duration,
 }
 
 /// Validated top-level cache settings.
@@ -209,6 +212,8 @@ pub struct RouteCache {
     pub stale_while_revalidate: Duration,
     /// Stale-if-error window.
     pub stale_if_error: Duration,
+    /// Cap on a response's own freshness lifetime.
+    pub max_ttl: Duration,
 }
 
 impl Default for RawCache {
@@ -375,7 +380,12 @@ pub fn validate_route(
         max_object_bytes: raw.max_object_bytes.unwrap_or(top.max_object_bytes),
         stale_while_revalidate: raw.stale_while_revalidate,
         stale_if_error: raw.stale_if_error,
+        max_ttl: raw.max_ttl,
     }
+}
+
+fn default_max_ttl() -> Duration {
+    Duration::from_secs(86_400)
 }
 
 fn yes() -> bool {

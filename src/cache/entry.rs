@@ -72,9 +72,9 @@ impl CachedResponse {
         let age = now_ms.saturating_sub(self.stored_at_ms);
         if age < self.ttl_ms {
             Freshness::Fresh
-        } else if age < self.ttl_ms + self.stale_while_revalidate_ms {
+        } else if age < self.ttl_ms.saturating_add(self.stale_while_revalidate_ms) {
             Freshness::StaleWhileRevalidate
-        } else if age < self.ttl_ms + self.stale_if_error_ms {
+        } else if age < self.ttl_ms.saturating_add(self.stale_if_error_ms) {
             Freshness::StaleIfError
         } else {
             Freshness::Dead
@@ -83,7 +83,9 @@ impl CachedResponse {
 
     /// When the entry stops being of any use, ms since the epoch.
     pub fn dead_at_ms(&self) -> u64 {
-        self.stored_at_ms + self.ttl_ms + self.stale_while_revalidate_ms.max(self.stale_if_error_ms)
+        self.stored_at_ms
+            .saturating_add(self.ttl_ms)
+            .saturating_add(self.stale_while_revalidate_ms.max(self.stale_if_error_ms))
     }
 
     /// Milliseconds of use left at `now_ms`.

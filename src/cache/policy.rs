@@ -91,7 +91,7 @@ pub fn response_ttl(
     }
     match s_maxage.or(max_age) {
         Some(0) => Err(NotStored::CacheControl),
-        Some(secs) => Ok(Duration::from_secs(secs)),
+        Some(secs) => Ok(Duration::from_secs(secs).min(route.max_ttl)),
         None => Ok(route.ttl),
     }
 }
@@ -143,6 +143,7 @@ mod tests {
     fn route() -> RouteCache {
         RouteCache {
             ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(86_400),
             methods: vec![Method::GET, Method::POST],
             vary: vec![],
             allow_authorized: false,
@@ -244,6 +245,9 @@ mod tests {
             Ok(7),
         );
         check_response(200, &[("cache-control", "max-age=oops")], 10, Ok(60));
+        // A huge max-age is clamped to the route's `max_ttl`, never overflows.
+        let huge = [("cache-control", "max-age=18446744073709551615")];
+        check_response(200, &huge, 10, Ok(86_400));
     }
 
     #[test]

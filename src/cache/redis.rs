@@ -107,7 +107,7 @@ impl RemoteStore for FredStore {
     }
 
     async fn set_ex(&self, key: &str, value: Bytes, ttl_secs: u64) -> Result<(), RemoteError> {
-        let ex = Expiration::EX(ttl_secs.max(1) as i64);
+        let ex = Expiration::EX(i64::try_from(ttl_secs.max(1)).unwrap_or(i64::MAX));
         self.pool
             .set::<(), _, _>(key, value, Some(ex), None, false)
             .await?;

@@ -505,3 +505,120 @@ async fn a_purge_cancels_the_storing_of_fills_in_flight() {
         "but it is not stored"
     );
 }
+
+/// A shared Redis whose reads can be held after reading (a slow `GET` racing a purge).
+#[derive(Default)]
+struct HeldRead {
+    inner: MemoryRemote,
+    hold: Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::sync::oneshot::Receiver<()>,
+        )>,
+    >,
+}
+
+#[async_trait::async_trait]
+impl RemoteStore for HeldRead {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, RemoteError> {
+        let value = self.inner.get(key).await;
+        let hold = self.hold.lock().unwrap().take();
+        if let Some((reading, release)) = hold {
+            let _ = reading.send(());
+            let _ = release.await;
+        }
+        value
+    }
+
+    async fn set_ex(&self, key: &str, value: Bytes, ttl_secs: u64) -> Result<(), RemoteError> {
+        self.inner.set_ex(key, value, ttl_secs).await
+    }
+
+    async fn del(&self, key: &str) -> Result<u64, RemoteError> {
+        self.inner.del(key).await
+    }
+
+    async fn del_prefix(&self, prefix: &str) -> Result<u64, RemoteError> {
+        self.inner.del_prefix(prefix).await
+    }
+}
+
+/// Regression: a lookup that read Redis before a purge copied the purged
+/// answer back into memory after it, where it was served for its TTL.
+#[tokio::test]
+async fn a_purge_holds_against_a_lookup_that_read_redis_before_it() {
+    let store = Arc::new(HeldRead::default());
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let open = || {
+        let parts = Parts {
+            memory: MemoryConfig {
+                max_bytes: 1 << 20,
+                eviction: EvictionPolicyKind::TinyLfu,
+            },
+            redis: Some((
+                store.clone() as Arc<dyn RemoteStore>,
+                RedisConfig {
+                    command_timeout: Duration::from_secs(60),
+                    ..redis_cfg()
+                },
+            )),
+            disk: None,
+            coalesce_wait: Duration::from_secs(30),
+        };
+        Cache::from_parts(parts, 0, clock.clone()).unwrap().0
+    };
+    let (this, other) = (open(), open());
+    let k = key("purged");
+    // Another proxy sharing Redis stored the answer: it is in L2 only here.
+    other
+        .store(k.clone(), sample("bad verdict", clock.now_ms(), 60_000))
+        .await;
+    for _ in 0..1000 {
+        if !store.inner.keys().is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        store.inner.keys().len(),
+        1,
+        "the other proxy's write landed"
+    );
+
+    let (reading_tx, reading) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel();
+    *store.hold.lock().unwrap() = Some((reading_tx, release_rx));
+    let racing = {
+        let (this, k) = (this.clone(), k.clone());
+        tokio::spawn(async move { x_cache(&this.lookup(&k).await) })
+    };
+    reading.await.unwrap();
+    let report = this.purge(Purge::Key(k.as_str().to_string())).await;
+    assert_eq!(report.l2, Some(1));
+    release.send(()).unwrap();
+    // The lookup that read before the purge does not serve or keep its copy.
+    assert_eq!(racing.await.unwrap(), "MISS");
+    assert_eq!(x_cache(&this.lookup(&k).await), "MISS");
+    assert!(
+        store.inner.keys().is_empty(),
+        "nothing wrote it back to Redis"
+    );
+}
+
+/// Regression: a fill whose response was on its way during a purge is not stored after it.
+#[tokio::test]
+async fn a_fill_in_flight_during_a_purge_is_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rig(&dir);
+    let k = key("inflight");
+    let Lookup::Miss(m) = r.lookup(&k).await else {
+        panic!("miss")
+    };
+    let guard = m.fill.expect("first miss fills");
+    r.cache().purge(Purge::All).await;
+    guard.fill(r.entry("from before the purge", 60_000)).await;
+    r.cache().sync_disk().await;
+    assert_eq!(x_cache(&r.lookup(&k).await), "MISS");
+    assert!(r.remote.keys().is_empty());
+    r.close().await;
+}

@@ -164,10 +164,12 @@ pub struct PurgeReport {
     pub errors: Vec<String>,
 }
 
-type Inflight = Mutex<HashMap<CacheKey, watch::Sender<Option<Arc<CachedResponse>>>>>;
+/// Fills in flight: the leader's id (so only it ends its own fill) and the waiters' channel.
+type Inflight = Mutex<HashMap<CacheKey, (u64, watch::Sender<Option<Arc<CachedResponse>>>)>>;
 
 enum DiskOp {
-    Put(CacheKey, Arc<CachedResponse>),
+    /// Written unless a purge began after the generation it carries.
+    Put(CacheKey, Arc<CachedResponse>, u64),
     Barrier(oneshot::Sender<()>),
 }
 
@@ -179,8 +181,11 @@ struct Inner {
     inflight: Inflight,
     coalesce_wait: Duration,
     clock: Arc<dyn Clock>,
-    /// Bumped by every purge: responses requested before it are not stored after it.
-    generation: AtomicU64,
+    /// Bumped when a purge begins and when it ends: what was read or
+    /// requested before a bump is neither stored nor promoted after it.
+    generation: Arc<AtomicU64>,
+    /// Ids of fill guards.
+    next_fill: AtomicU64,
     /// Dropped with the last `Cache` clone, which tells the worker to stop.
     _alive: oneshot::Sender<()>,
 }
@@ -197,6 +202,8 @@ pub struct FillGuard {
     key: CacheKey,
     /// The purge generation when the fill began.
     generation: u64,
+    /// Its registration in the in-flight map.
+    id: u64,
     /// The key was released: dropping must not release it again, as it may
     /// be another caller's fill by then.
     released: bool,
@@ -276,7 +283,8 @@ impl Cache {
                 inflight: Mutex::new(HashMap::new()),
                 coalesce_wait: parts.coalesce_wait,
                 clock,
-                generation: AtomicU64::new(0),
+                generation: Arc::new(AtomicU64::new(0)),
+                next_fill: AtomicU64::new(0),
                 _alive: alive,
             }),
         };
@@ -387,6 +395,7 @@ impl Cache {
     async fn find(&self, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier)> {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
+        let generation = self.generation();
         let mut best: Option<(Arc<CachedResponse>, Tier)> = None;
         match inner.l1.get(key).await {
             Some(e) if e.freshness(now) == Freshness::Fresh => {
@@ -413,7 +422,11 @@ impl Cache {
                 }
             };
             if let Some(found) = found {
-                if let Some(hit) = self.consider(key, found, Tier::L2, &mut best, now).await {
+                let found = found.filter(|_| self.generation() == generation);
+                if let Some(hit) = self
+                    .consider(key, found, Tier::L2, &mut best, now, generation)
+                    .await
+                {
                     return Some(hit);
                 }
             }
@@ -422,8 +435,13 @@ impl Cache {
             let (disk, k) = (l3.clone(), key.as_str().to_string());
             match tokio::task::spawn_blocking(move || disk.get(&k)).await {
                 Ok(Ok(found)) => {
-                    let found = found.map(Arc::new);
-                    if let Some(hit) = self.consider(key, found, Tier::L3, &mut best, now).await {
+                    let found = found
+                        .map(Arc::new)
+                        .filter(|_| self.generation() == generation);
+                    if let Some(hit) = self
+                        .consider(key, found, Tier::L3, &mut best, now, generation)
+                        .await
+                    {
                         return Some(hit);
                     }
                 }
@@ -438,7 +456,8 @@ impl Cache {
     }
 
     /// Counts a lower-tier answer (`None` after an error or bypass, already
-    /// counted, is skipped), promotes it if newer, returns it when fresh.
+    /// counted, is skipped), promotes it if newer (unless a purge began since
+    /// `generation`), returns it when fresh.
     async fn consider(
         &self,
         key: &CacheKey,
@@ -446,6 +465,7 @@ impl Cache {
         tier: Tier,
         best: &mut Option<(Arc<CachedResponse>, Tier)>,
         now: u64,
+        generation: u64,
     ) -> Option<(Arc<CachedResponse>, Tier)> {
         let Some(e) = found.filter(|e| e.freshness(now) != Freshness::Dead) else {
             m::lookup(tier.label(), "miss");
@@ -457,9 +477,9 @@ impl Cache {
             .as_ref()
             .is_none_or(|(b, _)| e.stored_at_ms > b.stored_at_ms);
         if newer {
-            self.inner.l1.insert(key.clone(), e.clone()).await;
+            self.inner.promote(key, &e, generation).await;
             if tier == Tier::L3 {
-                self.inner.spawn_l2_set(key, &e);
+                self.inner.spawn_l2_set(key, &e, generation);
             }
             *best = Some((e.clone(), tier));
         }
@@ -468,7 +488,8 @@ impl Cache {
 
     /// Stores a response in every tier (L2 and L3 in the background).
     pub async fn store(&self, key: CacheKey, entry: CachedResponse) {
-        self.inner.store(key, Arc::new(entry)).await;
+        let generation = self.generation();
+        self.inner.store(key, Arc::new(entry), generation).await;
     }
 
     /// The purge generation: take it when a request starts, pass it to [`store_since`](Self::store_since).
@@ -478,38 +499,21 @@ impl Cache {
 
     /// Stores unless a purge ran since `generation` was taken.
     pub async fn store_since(&self, generation: u64, key: CacheKey, entry: CachedResponse) {
-        if self.generation() == generation {
-            self.store(key, entry).await;
-        }
+        self.inner.store(key, Arc::new(entry), generation).await;
     }
 
-    /// Removes entries from every tier.
+    /// Removes entries from every tier, lowest first. Once it returns, no
+    /// tier of this cache serves them: stores, promotions and lower-tier
+    /// reads that began before or during it are dropped (the generation is
+    /// bumped at its start and at its end).
     pub async fn purge(&self, what: Purge) -> PurgeReport {
         let inner = &self.inner;
-        // Responses already on their way are not stored after this.
         inner.generation.fetch_add(1, Ordering::SeqCst);
-        let l1 = match &what {
-            Purge::Key(k) => u64::from(inner.l1.remove(&CacheKey::from_stored(k)).await),
-            Purge::Prefix(p) => inner.l1.remove_prefix(p).await,
-            Purge::All => inner.l1.clear().await,
-        };
-        let mut report = PurgeReport {
-            l1,
-            ..PurgeReport::default()
-        };
-        if let Some(l2) = &inner.l2 {
-            let r = match &what {
-                Purge::Key(k) => l2.remove(k).await,
-                Purge::Prefix(p) => l2.remove_prefix(p).await,
-                Purge::All => l2.remove_prefix("").await,
-            };
-            match r {
-                Ok(n) => report.l2 = Some(n),
-                Err(e) => report.errors.push(format!("l2: {e}")),
-            }
-        }
+        let mut report = PurgeReport::default();
         if let Some(l3) = inner.l3.clone() {
+            // Disk writes queued before the purge land first, then go with it.
             self.sync_disk().await;
+            let what = what.clone();
             let r = tokio::task::spawn_blocking(move || match what {
                 Purge::Key(k) => l3.remove(&k),
                 Purge::Prefix(p) => l3.remove_prefix(&p),
@@ -522,6 +526,23 @@ impl Cache {
                 Err(e) => report.errors.push(format!("l3: {e}")),
             }
         }
+        if let Some(l2) = &inner.l2 {
+            let r = match &what {
+                Purge::Key(k) => l2.remove(k).await,
+                Purge::Prefix(p) => l2.remove_prefix(p).await,
+                Purge::All => l2.remove_prefix("").await,
+            };
+            match r {
+                Ok(n) => report.l2 = Some(n),
+                Err(e) => report.errors.push(format!("l2: {e}")),
+            }
+        }
+        report.l1 = match &what {
+            Purge::Key(k) => u64::from(inner.l1.remove(&CacheKey::from_stored(k)).await),
+            Purge::Prefix(p) => inner.l1.remove_prefix(p).await,
+            Purge::All => inner.l1.clear().await,
+        };
+        inner.generation.fetch_add(1, Ordering::SeqCst);
         report
     }
 
@@ -572,7 +593,7 @@ impl Cache {
         self.inner
             .lock()
             .get(key)
-            .map_or(0, |tx| tx.receiver_count())
+            .map_or(0, |(_, tx)| tx.receiver_count())
     }
 
     /// L1 entries and weighed bytes (after [`maintain`](Self::maintain)).
@@ -599,7 +620,7 @@ fn hit(entry: Arc<CachedResponse>, tier: Tier, coalesced: bool) -> Hit {
 impl Inner {
     fn lock(
         &self,
-    ) -> MutexGuard<'_, HashMap<CacheKey, watch::Sender<Option<Arc<CachedResponse>>>>> {
+    ) -> MutexGuard<'_, HashMap<CacheKey, (u64, watch::Sender<Option<Arc<CachedResponse>>>)>> {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -609,38 +630,76 @@ impl Inner {
         key: &CacheKey,
     ) -> Result<FillGuard, watch::Receiver<Option<Arc<CachedResponse>>>> {
         let mut map = self.lock();
-        if let Some(tx) = map.get(key) {
+        if let Some((_, tx)) = map.get(key) {
             return Err(tx.subscribe());
         }
-        map.insert(key.clone(), watch::channel(None).0);
+        let id = self.next_fill.fetch_add(1, Ordering::Relaxed);
+        map.insert(key.clone(), (id, watch::channel(None).0));
         Ok(FillGuard {
             inner: self.clone(),
             key: key.clone(),
             generation: self.generation.load(Ordering::SeqCst),
+            id,
             released: false,
         })
     }
 
-    async fn store(&self, key: CacheKey, entry: Arc<CachedResponse>) {
-        self.l1.insert(key.clone(), entry.clone()).await;
-        self.spawn_l2_set(&key, &entry);
+    fn current(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::SeqCst) == generation
+    }
+
+    /// Stores in every tier unless a purge began since `generation`.
+    async fn store(&self, key: CacheKey, entry: Arc<CachedResponse>, generation: u64) {
+        if !self.current(generation) {
+            return;
+        }
+        self.promote(&key, &entry, generation).await;
+        self.spawn_l2_set(&key, &entry, generation);
         if let Some(tx) = &self.disk_tx {
-            if tx.try_send(DiskOp::Put(key, entry)).is_err() {
+            if tx.try_send(DiskOp::Put(key, entry, generation)).is_err() {
                 tracing::debug!("Disk cache queue full: write dropped");
             }
         }
     }
 
-    fn spawn_l2_set(&self, key: &CacheKey, entry: &Arc<CachedResponse>) {
-        if let Some(l2) = &self.l2 {
-            let (l2, key, entry) = (l2.clone(), key.clone(), entry.clone());
-            tokio::spawn(async move { l2.set(&key, &entry).await });
+    /// Puts `entry` in L1 unless a purge began since `generation`; one that
+    /// began while inserting takes it out again.
+    async fn promote(&self, key: &CacheKey, entry: &Arc<CachedResponse>, generation: u64) {
+        if !self.current(generation) {
+            return;
+        }
+        self.l1.insert(key.clone(), entry.clone()).await;
+        if !self.current(generation) {
+            self.l1.remove(key).await;
         }
     }
 
-    /// Hands `entry` to the waiters of `key` and forgets the fill.
-    fn release(&self, key: &CacheKey, entry: Option<Arc<CachedResponse>>) {
-        if let Some(tx) = self.lock().remove(key) {
+    /// Writes `entry` to L2 in the background, under the same rule as [`Inner::promote`].
+    fn spawn_l2_set(&self, key: &CacheKey, entry: &Arc<CachedResponse>, generation: u64) {
+        if let Some(l2) = &self.l2 {
+            let (l2, key, entry) = (l2.clone(), key.clone(), entry.clone());
+            let current = self.generation.clone();
+            tokio::spawn(async move {
+                if current.load(Ordering::SeqCst) != generation {
+                    return;
+                }
+                l2.set(&key, &entry).await;
+                if current.load(Ordering::SeqCst) != generation {
+                    let _ = l2.remove(key.as_str()).await;
+                }
+            });
+        }
+    }
+
+    /// Hands `entry` to the waiters of `key` and forgets the fill, if the
+    /// fill registered for `key` is still fill `id`.
+    fn release(&self, key: &CacheKey, id: u64, entry: Option<Arc<CachedResponse>>) {
+        let mut map = self.lock();
+        if map.get(key).is_none_or(|(current, _)| *current != id) {
+            return;
+        }
+        if let Some((_, tx)) = map.remove(key) {
+            drop(map);
             if let Some(e) = entry {
                 tx.send_replace(Some(e));
             }
@@ -658,9 +717,8 @@ impl FillGuard {
     /// (it is not stored when a purge ran since the fill began).
     pub async fn fill(mut self, entry: CachedResponse) {
         let entry = Arc::new(entry);
-        if self.inner.generation.load(Ordering::SeqCst) == self.generation {
-            self.inner.store(self.key.clone(), entry.clone()).await;
-        }
+        let key = self.key.clone();
+        self.inner.store(key, entry.clone(), self.generation).await;
         self.release(Some(entry));
     }
 
@@ -672,7 +730,7 @@ impl FillGuard {
     /// Forgets the fill and hands `entry` to the waiters, once per guard.
     fn release(&mut self, entry: Option<Arc<CachedResponse>>) {
         if !std::mem::replace(&mut self.released, true) {
-            self.inner.release(&self.key, entry);
+            self.inner.release(&self.key, self.id, entry);
         }
     }
 }
@@ -711,11 +769,12 @@ impl Worker {
             }
         };
         let disk = self.cache.inner.l3.clone();
+        let generation = self.cache.inner.generation.clone();
         let rx = self.disk_rx.take();
         drop(self.cache);
         let writer = async move {
             if let (Some(disk), Some(rx)) = (disk, rx) {
-                write_disk(disk, rx).await;
+                write_disk(disk, rx, generation).await;
             }
         };
         // Both end once every `Cache` clone is gone; the disk file is closed by then.
@@ -723,15 +782,21 @@ impl Worker {
     }
 }
 
-/// Drains the disk queue in batches until every sender is gone.
-async fn write_disk(disk: Arc<DiskTier>, mut rx: mpsc::Receiver<DiskOp>) {
+/// Drains the disk queue in batches until every sender is gone; a write
+/// from before a purge began is skipped.
+async fn write_disk(
+    disk: Arc<DiskTier>,
+    mut rx: mpsc::Receiver<DiskOp>,
+    generation: Arc<AtomicU64>,
+) {
     let mut ops = Vec::with_capacity(DISK_BATCH);
     while rx.recv_many(&mut ops, DISK_BATCH).await > 0 {
         let mut puts = Vec::with_capacity(ops.len());
         let mut barriers = Vec::new();
         for op in ops.drain(..) {
             match op {
-                DiskOp::Put(k, e) => puts.push((k, e)),
+                DiskOp::Put(k, e, g) if generation.load(Ordering::SeqCst) == g => puts.push((k, e)),
+                DiskOp::Put(..) => {}
                 DiskOp::Barrier(done) => barriers.push(done),
             }
         }

@@ -140,9 +140,9 @@ impl CacheState {
             headers: capture.headers,
             body: capture.body.freeze(),
             stored_at_ms: cache.clock().now_ms(),
-            ttl_ms: capture.ttl.as_millis() as u64,
-            stale_while_revalidate_ms: route.stale_while_revalidate.as_millis() as u64,
-            stale_if_error_ms: route.stale_if_error.as_millis() as u64,
+            ttl_ms: millis(capture.ttl),
+            stale_while_revalidate_ms: millis(route.stale_while_revalidate),
+            stale_if_error_ms: millis(route.stale_if_error),
         };
         // The filter is synchronous: store on a task. Identical requests keep
         // waiting on the fill guard until it lands, so none misses meanwhile.
@@ -279,6 +279,11 @@ async fn read_body(session: &mut Session, declared: u64) -> Result<Bytes> {
         }
     }
     Ok(body.freeze())
+}
+
+/// `d` in whole milliseconds, saturating.
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Writes a cached response.
