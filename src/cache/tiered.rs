@@ -165,7 +165,8 @@ pub struct PurgeReport {
 }
 
 /// Fills in flight: the leader's id (so only it ends its own fill) and the waiters' channel.
-type Inflight = Mutex<HashMap<CacheKey, (u64, watch::Sender<Option<Arc<CachedResponse>>>)>>;
+type Fills = HashMap<CacheKey, (u64, watch::Sender<Option<Arc<CachedResponse>>>)>;
+type Inflight = Mutex<Fills>;
 
 enum DiskOp {
     /// Written unless a purge began after the generation it carries.
@@ -618,9 +619,7 @@ fn hit(entry: Arc<CachedResponse>, tier: Tier, coalesced: bool) -> Hit {
 }
 
 impl Inner {
-    fn lock(
-        &self,
-    ) -> MutexGuard<'_, HashMap<CacheKey, (u64, watch::Sender<Option<Arc<CachedResponse>>>)>> {
+    fn lock(&self) -> MutexGuard<'_, Fills> {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
