@@ -4,12 +4,42 @@
 //! one path of it). The blake3 hash covers method, pool, path, query, the
 //! configured vary headers and the body. A JSON body is parsed and written
 //! back with sorted keys and no whitespace, so `{"b":1, "a":2}` and
-//! `{"a":2,"b":1}` share a key; any other body is hashed as it is.
+//! `{"a":2,"b":1}` share a key; any other body is hashed as it is, and so is
+//! a JSON body with an integer too large for a float to hold exactly (two
+//! such bodies would otherwise share a key). A header in the key counts with
+//! every value it has, in order.
 
 use std::fmt;
 use std::sync::Arc;
 
+use http::{HeaderMap, HeaderName};
 use serde_json::Value;
+
+/// The request headers that go into the key, each with all its values
+/// joined by `\n` (`None` when absent): the route's `vary` list, then the
+/// credentials when the route caches requests that carry them.
+pub fn keyed_headers(
+    vary: &[HeaderName],
+    credentials: bool,
+    headers: &HeaderMap,
+) -> Vec<(String, Option<Vec<u8>>)> {
+    let names = vary.iter().map(HeaderName::as_str).chain(
+        super::policy::CREDENTIALS
+            .iter()
+            .copied()
+            .filter(|_| credentials),
+    );
+    names
+        .map(|name| {
+            let mut values = headers.get_all(name).iter().peekable();
+            let joined = values.peek().is_some().then(|| {
+                let parts: Vec<&[u8]> = values.map(|v| v.as_bytes()).collect();
+                parts.join(&b'\n')
+            });
+            (name.to_string(), joined)
+        })
+        .collect()
+}
 
 /// A cache key, cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,7 +109,7 @@ impl KeyParts<'_> {
 pub fn normalise_body(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 1);
     match serde_json::from_slice::<Value>(body) {
-        Ok(v) if !body.is_empty() => {
+        Ok(v) if !body.is_empty() && exact(&v) => {
             out.push(b'j');
             write_canonical(&v, &mut out);
         }
@@ -122,6 +152,18 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// No number in `v` lost digits on parsing: serde_json reads an integer
+/// beyond 64 bits as the nearest float, so `2^64+1` and `2^64+2` would meet.
+fn exact(v: &Value) -> bool {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match v {
+        Value::Number(n) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.abs() < EXACT),
+        Value::Array(items) => items.iter().all(exact),
+        Value::Object(map) => map.values().all(exact),
+        _ => true,
+    }
+}
+
 fn scalar(v: &Value, out: &mut Vec<u8>) {
     // Writing a scalar Value into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, v);
@@ -159,6 +201,49 @@ mod tests {
         check_same(r#"{"a":1}"#, r#"{"a":2}"#, false);
         check_same(r#"[1,2]"#, r#"[2,1]"#, false);
         check_same(r#"{"a":"1"}"#, r#"{"a":1}"#, false);
+    }
+
+    #[test]
+    fn integers_past_64_bits_never_share_a_key() {
+        check_same(
+            r#"{"id":18446744073709551617}"#,
+            r#"{"id":18446744073709551618}"#,
+            false,
+        );
+        check_same(r#"{"x":[1e300]}"#, r#"{"x":[1e300]}"#, true);
+        check_same(
+            r#"{"id":18446744073709551615}"#,
+            r#"{ "id": 18446744073709551615 }"#,
+            true,
+        );
+    }
+
+    #[test]
+    fn keyed_headers_hold_every_value_and_credentials_when_allowed() {
+        let mut h = HeaderMap::new();
+        h.append("x-tenant", "a".parse().unwrap());
+        h.append("x-tenant", "b".parse().unwrap());
+        h.insert("authorization", "Bearer alice".parse().unwrap());
+        let vary = [HeaderName::from_static("x-tenant")];
+        assert_eq!(
+            keyed_headers(&vary, false, &h),
+            [("x-tenant".to_string(), Some(b"a\nb".to_vec()))]
+        );
+        let with = keyed_headers(&vary, true, &h);
+        assert_eq!(
+            with[1],
+            ("authorization".into(), Some(b"Bearer alice".to_vec()))
+        );
+        assert_eq!(with[2], ("cookie".into(), None));
+        let mut other = h.clone();
+        other.insert("authorization", "Bearer bob".parse().unwrap());
+        assert_ne!(with, keyed_headers(&vary, true, &other));
+        let mut only_a = HeaderMap::new();
+        only_a.insert("x-tenant", "a".parse().unwrap());
+        assert_ne!(
+            keyed_headers(&vary, false, &only_a),
+            keyed_headers(&vary, false, &h)
+        );
     }
 
     #[test]

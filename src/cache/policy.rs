@@ -1,9 +1,11 @@
 //! Cacheability rules: which requests may be answered from cache, which responses may be stored.
 //!
 //! Pure functions over methods, headers and sizes; the proxy calls them.
-//! Never stored: non-2xx, `Set-Cookie`, `Cache-Control: no-store | private |
-//! no-cache`, `max-age=0`, bodies over the object limit, and responses to
-//! requests carrying `Authorization` or `Cookie` unless the route allows it.
+//! Never stored: non-2xx and `206`, `Set-Cookie`, `Cache-Control: no-store |
+//! private | no-cache`, `max-age=0`, `Vary: *` or a `Vary` naming a request
+//! header the key does not hold, bodies over the object limit, and responses
+//! to requests carrying `Authorization` or `Cookie` unless the route allows it
+//! (then they are part of the key). Requests with `Range` skip the cache.
 
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ pub enum Bypass {
     NoStore,
     /// The declared body is over the route's object limit.
     TooLarge,
+    /// A `Range` request: its partial answer is not what the key stands for.
+    Range,
 }
 
 /// Why a response is not stored.
@@ -36,6 +40,8 @@ pub enum NotStored {
     CacheControl,
     /// Body over the object limit.
     TooLarge,
+    /// `Vary: *`, or it varies on a request header the key does not hold.
+    Vary,
 }
 
 /// Whether a request may be looked up and its response stored.
@@ -50,6 +56,9 @@ pub fn request(route: &RouteCache, method: &Method, headers: &HeaderMap) -> Resu
     }
     if directives(headers).any(|(d, _)| d == "no-store") {
         return Err(Bypass::NoStore);
+    }
+    if headers.contains_key(header::RANGE) {
+        return Err(Bypass::Range);
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -70,8 +79,11 @@ pub fn response_ttl(
     headers: &HeaderMap,
     body_len: u64,
 ) -> Result<Duration, NotStored> {
-    if !(200..300).contains(&status) {
+    if !(200..300).contains(&status) || status == 206 {
         return Err(NotStored::Status);
+    }
+    if !vary_is_keyed(route, headers) {
+        return Err(NotStored::Vary);
     }
     if headers.contains_key(header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
@@ -95,6 +107,29 @@ pub fn response_ttl(
         None => Ok(route.ttl),
     }
 }
+
+/// Whether every header the response's `Vary` names is in the key (the
+/// route's `vary` list, and the credentials when the route allows them).
+fn vary_is_keyed(route: &RouteCache, headers: &HeaderMap) -> bool {
+    let keyed = |name: &str| {
+        route
+            .vary
+            .iter()
+            .any(|h| h.as_str().eq_ignore_ascii_case(name))
+            || (route.allow_authorized && CREDENTIALS.iter().any(|c| c.eq_ignore_ascii_case(name)))
+    };
+    headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .all(|n| n != "*" && keyed(n))
+}
+
+/// Request headers that carry credentials: in the key when a route allows them.
+pub const CREDENTIALS: [&str; 2] = ["authorization", "cookie"];
 
 /// Hop-by-hop and per-response headers that are not stored.
 const NOT_KEPT: &[&str] = &[
@@ -145,7 +180,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(86_400),
             methods: vec![Method::GET, Method::POST],
-            vary: vec![],
+            vary: vec![http::HeaderName::from_static("x-tenant")],
             allow_authorized: false,
             max_object_bytes: 100,
             stale_while_revalidate: Duration::ZERO,
@@ -203,6 +238,12 @@ mod tests {
             Err(Bypass::TooLarge),
         );
         check_request(Method::POST, &[("content-length", "100")], false, Ok(()));
+        check_request(
+            Method::GET,
+            &[("range", "bytes=0-9")],
+            false,
+            Err(Bypass::Range),
+        );
     }
 
     fn check_response(status: u16, h: &[(&str, &str)], len: u64, want: Result<u64, NotStored>) {
@@ -218,6 +259,22 @@ mod tests {
         check_response(404, &[], 10, Err(NotStored::Status));
         check_response(500, &[], 10, Err(NotStored::Status));
         check_response(200, &[("set-cookie", "a=b")], 10, Err(NotStored::SetCookie));
+        check_response(206, &[], 10, Err(NotStored::Status));
+        check_response(200, &[("vary", "*")], 10, Err(NotStored::Vary));
+        check_response(
+            200,
+            &[("vary", "Accept-Language")],
+            10,
+            Err(NotStored::Vary),
+        );
+        // The test route keys on `x-tenant`; any spelling of it is fine.
+        check_response(200, &[("vary", "X-Tenant")], 10, Ok(60));
+        check_response(
+            200,
+            &[("vary", "x-tenant, cookie")],
+            10,
+            Err(NotStored::Vary),
+        );
         check_response(200, &[], 101, Err(NotStored::TooLarge));
         check_response(
             200,

@@ -33,7 +33,7 @@ use pingora::proxy::Session;
 
 use super::pool::Pool;
 use super::respond::{Answer, Phase};
-use crate::cache::key::KeyParts;
+use crate::cache::key::{self, KeyParts};
 use crate::cache::policy::{self, Bypass};
 use crate::cache::{Cache, CacheKey, CachedResponse, FillGuard, Lookup, RouteCache, XCache};
 
@@ -230,6 +230,7 @@ async fn prepare(session: &mut Session, route: &RouteCache, pool: &Pool) -> Resu
             Bypass::Authorized => "credentials",
             Bypass::NoStore => "no-store",
             Bypass::TooLarge => "too large",
+            Bypass::Range => "range",
         }));
     }
     let body = match body_length(&req.headers) {
@@ -244,10 +245,10 @@ async fn prepare(session: &mut Session, route: &RouteCache, pool: &Pool) -> Resu
         None => Bytes::new(),
     };
     let req = session.req_header();
-    let vary: Vec<(&str, Option<&[u8]>)> = route
-        .vary
+    let keyed = key::keyed_headers(&route.vary, route.allow_authorized, &req.headers);
+    let vary: Vec<(&str, Option<&[u8]>)> = keyed
         .iter()
-        .map(|h| (h.as_str(), req.headers.get(h).map(|v| v.as_bytes())))
+        .map(|(name, value)| (name.as_str(), value.as_deref()))
         .collect();
     let key = KeyParts {
         method: req.method.as_str(),
