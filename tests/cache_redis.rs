@@ -83,6 +83,7 @@ async fn open(o: Opts<'_>) -> Running {
             max_bytes: 64 << 20,
             zstd_level: 3,
             warm_entries: 0,
+            max_entries: 1_000_000,
         }),
         coalesce_wait: Duration::from_secs(10),
     };

@@ -122,6 +122,7 @@ async fn run(args: &Args, policy: &str, draws: &[usize]) -> Outcome {
             max_bytes: 4 << 30,
             zstd_level: 3,
             warm_entries: 0,
+            max_entries: 10_000_000,
         }),
         coalesce_wait: Duration::from_secs(5),
     };

@@ -112,6 +112,13 @@ pub struct RawDisk {
     /// Most-hit entries copied into L1 at start. Default 10 000; 0 disables.
     #[serde(default = "default_warm_entries")]
     pub warm_entries: usize,
+    /// Most entries kept (the in-memory index holds one line each). Default 1 000 000.
+    #[serde(default = "default_disk_entries")]
+    pub max_entries: usize,
+}
+
+fn default_disk_entries() -> usize {
+    1_000_000
 }
 
 /// A route's `cache:` block: its presence turns caching on for the route.
@@ -193,6 +200,8 @@ pub struct DiskConfig {
     pub zstd_level: i32,
     /// Entries warmed into L1 at start.
     pub warm_entries: usize,
+    /// Entry bound.
+    pub max_entries: usize,
 }
 
 /// Validated per-route cache rules.
@@ -261,6 +270,7 @@ impl Default for RawDisk {
             max_bytes: default_disk_bytes(),
             zstd_level: default_zstd_level(),
             warm_entries: default_warm_entries(),
+            max_entries: default_disk_entries(),
         }
     }
 }
@@ -316,6 +326,7 @@ pub fn validate(raw: RawCache, src: &Source, errors: &mut Vec<ConfigError>) -> C
     let d = &raw.disk;
     if d.enabled {
         positive(errors, "disk.max_bytes", d.max_bytes > 0);
+        positive(errors, "disk.max_entries", d.max_entries > 0);
         if !(1..=19).contains(&d.zstd_level) {
             errors.push(src.error("cache.disk.zstd_level", "must be between 1 and 19"));
         }
@@ -338,6 +349,7 @@ pub fn validate(raw: RawCache, src: &Source, errors: &mut Vec<ConfigError>) -> C
             max_bytes: d.max_bytes,
             zstd_level: d.zstd_level,
             warm_entries: d.warm_entries,
+            max_entries: d.max_entries,
         }),
         coalesce_wait: raw.coalesce_wait,
         max_object_bytes: raw.max_object_bytes,

@@ -101,17 +101,22 @@ pub struct DiskTier {
     writer: Mutex<()>,
     /// Compressed bytes (values plus keys) allowed.
     max_bytes: u64,
+    /// Entries allowed.
+    max_entries: usize,
     /// zstd level for new entries.
     level: i32,
     clock: Arc<dyn Clock>,
 }
 
-/// What one write transaction does.
+/// What one write transaction does; the index follows it only once committed.
 #[derive(Default)]
 struct Plan {
     puts: Vec<(String, Vec<u8>, Meta)>,
     metas: Vec<(String, Meta)>,
-    deletes: Vec<String>,
+    /// Evicted (and counted as evictions).
+    evicted: Vec<String>,
+    /// Removed, found dead or unreadable.
+    doomed: Vec<String>,
 }
 
 impl DiskTier {
@@ -133,6 +138,7 @@ impl DiskTier {
             index: Mutex::new(Index::default()),
             writer: Mutex::new(()),
             max_bytes: cfg.max_bytes,
+            max_entries: cfg.max_entries,
             level: cfg.zstd_level,
             clock,
         };
@@ -239,15 +245,27 @@ impl DiskTier {
     fn write(&self, puts: Vec<(String, Vec<u8>, Meta)>) -> Result<(), DiskError> {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let plan = self.plan(puts);
-        if plan.puts.is_empty() && plan.metas.is_empty() && plan.deletes.is_empty() {
+        if plan.puts.is_empty()
+            && plan.metas.is_empty()
+            && plan.evicted.is_empty()
+            && plan.doomed.is_empty()
+        {
             return Ok(());
         }
+        self.commit(&plan)?;
+        self.apply(plan);
+        self.publish();
+        Ok(())
+    }
+
+    /// Writes `plan` in one transaction; on error nothing of it is kept.
+    fn commit(&self, plan: &Plan) -> Result<(), DiskError> {
         let mut txn = self.db.begin_write().map_err(DiskError::store)?;
         txn.set_durability(Durability::Eventual);
         {
             let mut entries = txn.open_table(ENTRIES).map_err(DiskError::store)?;
             let mut meta = txn.open_table(META).map_err(DiskError::store)?;
-            for k in &plan.deletes {
+            for k in plan.evicted.iter().chain(&plan.doomed) {
                 entries.remove(k.as_str()).map_err(DiskError::store)?;
                 meta.remove(k.as_str()).map_err(DiskError::store)?;
             }
@@ -262,38 +280,71 @@ impl DiskTier {
             }
         }
         txn.commit().map_err(DiskError::store)?;
-        self.publish();
         Ok(())
     }
 
-    /// Applies `puts` to the index and decides what to write and evict.
+    /// Decides what to write and evict for `puts`, reading the index only.
     fn plan(&self, puts: Vec<(String, Vec<u8>, Meta)>) -> Plan {
         let now = self.clock.now_ms();
-        let mut index = self.lock();
+        let index = self.lock();
+        let fresh: HashSet<&str> = puts.iter().map(|(k, ..)| k.as_str()).collect();
+        let replaced: u64 = fresh
+            .iter()
+            .filter_map(|k| index.map.get(*k).map(|m| m.size))
+            .sum();
+        let added: u64 = puts.iter().map(|(.., m)| m.size).sum();
+        let new_keys = fresh
+            .iter()
+            .filter(|k| !index.map.contains_key(**k))
+            .count();
+        let bytes = (index.bytes - replaced).saturating_add(added);
+        let entries = index.map.len() + new_keys;
         let mut plan = Plan::default();
-        for (k, v, meta) in puts {
+        if bytes > self.max_bytes || entries > self.max_entries {
+            let target = Target {
+                bytes: self.max_bytes / 10 * 9,
+                entries: self.max_entries / 10 * 9,
+            };
+            plan.evicted = victims(&index, &fresh, bytes, entries, target, now);
+        }
+        plan.doomed = index
+            .doomed
+            .iter()
+            .filter(|k| !fresh.contains(k.as_str()))
+            .cloned()
+            .collect();
+        plan.metas = index
+            .dirty
+            .iter()
+            .filter(|k| !fresh.contains(k.as_str()))
+            .filter_map(|k| index.map.get(k).map(|m| (k.clone(), *m)))
+            .collect();
+        drop(index);
+        plan.puts = puts;
+        plan
+    }
+
+    /// Makes the index say what the committed `plan` wrote.
+    fn apply(&self, plan: Plan) {
+        let mut index = self.lock();
+        for k in &plan.evicted {
+            index.remove(k);
+        }
+        for k in &plan.doomed {
+            index.doomed.remove(k);
+        }
+        for (k, _) in &plan.metas {
+            index.dirty.remove(k);
+        }
+        for (k, _, meta) in plan.puts {
             index.remove(&k);
             index.doomed.remove(&k);
             index.bytes += meta.size;
-            index.map.insert(k.clone(), meta);
-            plan.puts.push((k, v, meta));
+            index.map.insert(k, meta);
         }
-        if index.bytes > self.max_bytes {
-            let evicted = evict(&mut index, self.max_bytes / 10 * 9, now);
-            m::EVICTIONS
-                .with_label_values(&["l3"])
-                .inc_by(evicted.len() as u64);
-            plan.deletes.extend(evicted);
-        }
-        plan.deletes.extend(index.doomed.drain());
-        let dirty: Vec<String> = index.dirty.drain().collect();
-        plan.metas = dirty
-            .into_iter()
-            .filter_map(|k| index.map.get(&k).map(|m| (k, *m)))
-            .collect();
-        let fresh: HashSet<&str> = plan.puts.iter().map(|(k, ..)| k.as_str()).collect();
-        plan.deletes.retain(|k| !fresh.contains(k.as_str()));
-        plan
+        m::EVICTIONS
+            .with_label_values(&["l3"])
+            .inc_by(plan.evicted.len() as u64);
     }
 
     fn publish(&self) {
@@ -335,15 +386,24 @@ impl DiskTier {
     /// The `n` most-hit live entries, most hit first (for warming L1).
     pub fn hottest(&self, n: usize) -> Result<Vec<(CacheKey, CachedResponse)>, DiskError> {
         let now = self.clock.now_ms();
-        let mut keys: Vec<(u64, u64, String)> = self
-            .lock()
-            .map
-            .iter()
-            .filter(|(_, m)| m.dead_at_ms > now)
-            .map(|(k, m)| (m.hits, m.last_access_ms, k.clone()))
-            .collect();
-        keys.sort_unstable_by(|a, b| b.cmp(a));
-        keys.truncate(n);
+        let keys: Vec<(u64, u64, String)> = {
+            let index = self.lock();
+            let mut live: Vec<(u64, u64, &str)> = index
+                .map
+                .iter()
+                .filter(|(_, m)| m.dead_at_ms > now)
+                .map(|(k, m)| (m.hits, m.last_access_ms, k.as_str()))
+                .collect();
+            // Only the `n` hottest are ordered and copied.
+            if n < live.len() {
+                live.select_nth_unstable_by(n, |a, b| b.cmp(a));
+                live.truncate(n);
+            }
+            live.sort_unstable_by(|a, b| b.cmp(a));
+            live.into_iter()
+                .map(|(h, t, k)| (h, t, k.to_string()))
+                .collect()
+        };
         let txn = self.db.begin_read().map_err(DiskError::store)?;
         let table = txn.open_table(ENTRIES).map_err(DiskError::store)?;
         let mut out = Vec::with_capacity(keys.len());
@@ -372,23 +432,60 @@ impl DiskTier {
     }
 }
 
-/// Removes dead entries, then the least recently used, until `target` bytes remain.
-fn evict(index: &mut Index, target: u64, now: u64) -> Vec<String> {
-    let mut order: Vec<(bool, u64, String)> = index
+/// What eviction brings the tier down to.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    bytes: u64,
+    entries: usize,
+}
+
+/// The keys to evict so that `bytes` and `entries` (the index after the
+/// pending puts, which are never evicted) fall to `target`: dead entries
+/// first, then the least recently used. Only the candidates needed are
+/// ordered (a partial selection), never every key.
+fn victims(
+    index: &Index,
+    keep: &HashSet<&str>,
+    mut bytes: u64,
+    mut entries: usize,
+    target: Target,
+    now: u64,
+) -> Vec<String> {
+    let mut order: Vec<(bool, u64, &str, u64)> = index
         .map
         .iter()
-        .map(|(k, m)| (m.dead_at_ms > now, m.last_access_ms, k.clone()))
+        .filter(|(k, _)| !keep.contains(k.as_str()))
+        .map(|(k, m)| (m.dead_at_ms > now, m.last_access_ms, k.as_str(), m.size))
         .collect();
-    order.sort_unstable();
+    let over_entries = entries.saturating_sub(target.entries);
+    let mean = (index.bytes / index.map.len().max(1) as u64).max(1);
+    let over_bytes =
+        usize::try_from(bytes.saturating_sub(target.bytes) / mean).unwrap_or(usize::MAX);
+    let dead = order.iter().filter(|o| !o.0).count();
+    // Enough candidates for the estimate, with room; the rest stay unsorted.
+    let mut want = dead
+        .saturating_add(over_entries.max(over_bytes).saturating_mul(2))
+        .saturating_add(16);
     let mut out = Vec::new();
-    for (live, _, k) in order {
-        if live && index.bytes <= target {
-            break;
+    loop {
+        let n = want.min(order.len());
+        if n < order.len() {
+            order.select_nth_unstable(n);
         }
-        index.remove(&k);
-        out.push(k);
+        order[..n].sort_unstable();
+        for &(live, _, k, size) in &order[out.len()..n] {
+            if live && bytes <= target.bytes && entries <= target.entries {
+                return out;
+            }
+            bytes -= size.min(bytes);
+            entries = entries.saturating_sub(1);
+            out.push(k.to_string());
+        }
+        if n == order.len() {
+            return out;
+        }
+        want = want.saturating_mul(2);
     }
-    out
 }
 
 #[cfg(test)]
@@ -404,6 +501,7 @@ mod tests {
             max_bytes,
             zstd_level: 3,
             warm_entries: 10,
+            max_entries: 1_000_000,
         }
     }
 
@@ -479,6 +577,53 @@ mod tests {
         );
         assert!(t.get("p:/x:1").unwrap().is_none(), "oldest went");
         assert!(t.entries() > 5);
+    }
+
+    #[test]
+    fn stays_within_its_entry_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let t = DiskTier::open(
+            &DiskConfig {
+                max_entries: 10,
+                ..cfg(&dir, 1 << 30)
+            },
+            clock.clone(),
+        )
+        .unwrap();
+        for i in 0..50 {
+            clock.advance(Duration::from_millis(1));
+            put(&t, &format!("p:/n:{i}"), "x", &clock, 600_000);
+            assert!(t.entries() <= 10, "{} entries after {i}", t.entries());
+        }
+        assert!(t.get("p:/n:49").unwrap().is_some(), "the newest stays");
+        assert!(t.get("p:/n:0").unwrap().is_none(), "the oldest went");
+    }
+
+    #[test]
+    fn eviction_picks_dead_then_least_recently_used_without_the_pending_puts() {
+        let mut index = Index::default();
+        let meta = |dead_at_ms, last_access_ms| Meta {
+            dead_at_ms,
+            last_access_ms,
+            hits: 0,
+            size: 10,
+        };
+        for (k, m) in [
+            ("dead", meta(5, 9)),
+            ("old", meta(100, 1)),
+            ("new", meta(100, 8)),
+            ("put", meta(100, 0)),
+        ] {
+            index.map.insert(k.into(), m);
+            index.bytes += 10;
+        }
+        let keep = HashSet::from(["put"]);
+        let target = Target {
+            bytes: 20,
+            entries: 100,
+        };
+        assert_eq!(victims(&index, &keep, 40, 4, target, 10), ["dead", "old"]);
     }
 
     #[test]

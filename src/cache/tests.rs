@@ -52,6 +52,7 @@ fn rig_with(
             max_bytes: 1 << 20,
             zstd_level: 3,
             warm_entries: 0,
+            max_entries: 1_000_000,
         }),
         coalesce_wait,
     };
