@@ -81,7 +81,7 @@ bench-worker: release onnxruntime
 # --- Auto-scaler: the Docker tests scale the worker image; benchmark ---
 .PHONY: bench-scaler
 
-# The scaler's Docker tests (tests/scaler_docker.rs) use gantry-worker:$(VERSION).
+# The scaler's Docker tests (tests/it/scaler_docker.rs) use gantry-worker:$(VERSION).
 # Load spike -> first request on a new replica; zero replicas -> first response.
 bench-scaler: release worker-image
 	bench/scaler.sh

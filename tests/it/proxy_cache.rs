@@ -1,8 +1,8 @@
 //! The response cache through the real proxy binary: X-Cache progression, restarts, Redis loss,
 //! coalescing, staleness, purge and the responses that are never stored.
 
-mod common;
-mod redis_server;
+use crate::support::backend as common;
+use crate::support::redis_server;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! Failure handling through the real proxy: backend death, retries, draining, limits, config errors, metrics.
 
-mod common;
+use crate::support::backend as common;
 
 use std::process::Command;
 use std::time::Duration;

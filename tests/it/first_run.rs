@@ -2,7 +2,7 @@
 //! is answered, a worker that cannot start is backed off and says why, SIGTERM
 //! loses no request and leaves no worker behind, errors say their cause once.
 
-mod scaler_support;
+use crate::support::gantry as scaler_support;
 
 use std::time::{Duration, Instant};
 

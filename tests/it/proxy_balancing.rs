@@ -1,6 +1,6 @@
 //! Distribution per routing policy, through the real proxy binary to real backends.
 
-mod common;
+use crate::support::backend as common;
 
 use std::time::Duration;
 

@@ -3,8 +3,8 @@
 //! Every expression in `dashboards/*.json` must be valid PromQL and return data
 //! once traffic has flowed; every rule in `dashboards/alerts.yml` must load healthy.
 
-mod common;
-mod scaler_support;
+use crate::support::backend as common;
+use crate::support::gantry as scaler_support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

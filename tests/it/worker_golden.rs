@@ -2,7 +2,7 @@
 //! URL matches `score_int8` within 1e-5, scored alone or in a batch, and a
 //! URL's score does not depend on the other rows of its batch.
 
-mod worker_support;
+use crate::support::worker as worker_support;
 
 use gantry::worker::features;
 use gantry::worker::model::{environment, Engine, ModelSpec, OrtEngine};

@@ -17,7 +17,7 @@ pub fn root() -> &'static Path {
 pub fn fake_worker() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let src = root().join("tests/scaler_support/fake_worker.rs");
+        let src = root().join("tests/it/support/fake_worker.rs");
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gantry-fake-worker");
         let tmp = out.with_extension(format!("tmp{}", std::process::id()));
         let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());

@@ -6,7 +6,7 @@
 //! clean-containers`); each uses its own pool label and network, removed by
 //! a guard even when the test fails.
 
-mod scaler_support;
+use crate::support::gantry as scaler_support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
 //! no release build. Containers carry `gantry.test=true` and are removed
 //! whatever happens.
 
-mod worker_support;
+use crate::support::worker as worker_support;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -1,9 +1,10 @@
 //! The worker's queue over HTTP, made deterministic with a gated in-memory engine:
 //! requests queued behind a busy session form one batch, a full queue answers
 //! 503 with Retry-After, `/ready` follows the queue, and `/metrics` shows the
-//! mean batch size. One test per binary, so the process-wide counters are its own.
+//! mean batch size. The test runs in a process of its own, so the process-wide
+//! counters are its own.
 
-mod worker_support;
+use crate::support::worker as worker_support;
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -64,6 +65,12 @@ async fn analyze(client: &reqwest::Client, server: &Server, url: &str) -> reqwes
 
 #[tokio::test]
 async fn full_queue_is_503_and_queued_requests_share_a_batch() {
+    if !crate::support::in_own_process(
+        module_path!(),
+        "full_queue_is_503_and_queued_requests_share_a_batch",
+    ) {
+        return;
+    }
     let (entered_tx, mut entered) = mpsc::unbounded_channel();
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let engine = GatedEngine {

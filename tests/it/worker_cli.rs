@@ -3,7 +3,7 @@
 //! panic, when libonnxruntime.so is missing; found without help where
 //! `make onnxruntime` put it.
 
-mod worker_support;
+use crate::support::worker as worker_support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! The scaler with local processes through the real `gantry up`: grow under load, spread, shrink, replace, hot reload, scale from zero.
 
-mod scaler_support;
+use crate::support::gantry as scaler_support;
 
 use std::time::{Duration, Instant};
 

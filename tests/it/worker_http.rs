@@ -1,7 +1,7 @@
 //! The worker's HTTP API with the real INT8 model, in-process on 127.0.0.1:0:
 //! analyze, batch, model info, probes, metrics, and every way a body can be wrong.
 
-mod worker_support;
+use crate::support::worker as worker_support;
 
 use gantry::worker::http::{Analysis, BatchResponse};
 use gantry::worker::Worker;

@@ -1,6 +1,6 @@
 //! The tiered cache against a real redis-server (started per test on a free port) and real redb files.
 
-mod redis_server;
+use crate::support::redis_server;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
