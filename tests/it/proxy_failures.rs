@@ -1,11 +1,11 @@
 //! Failure handling through the real proxy: backend death, retries, draining, limits, config errors, metrics.
 
-use crate::support::backend as common;
-
-use std::process::Command;
 use std::time::Duration;
 
-use common::{backends_yaml, client, load, Backend, Behaviour, Gantry};
+use crate::support::backend::{backends_yaml, Backend, Behaviour};
+use crate::support::gantry::command;
+use crate::support::load::load;
+use crate::support::{client, Gantry};
 
 fn config(policy: &str, backends: &str, extra: &str) -> String {
     format!(
@@ -31,11 +31,12 @@ async fn killed_backend_costs_no_client_request_and_comes_back() {
         },
     )
     .await;
-    let g = Gantry::start(&config(
+    let g = Gantry::proxy(&config(
         "round_robin",
         &backends_yaml(&[(&a, 1), (&b, 1)]),
         "",
     ))
+    .start()
     .await;
     let url = format!("{}/x", g.url);
     let stream = tokio::spawn({
@@ -81,7 +82,9 @@ async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
     )
     .await;
     let b = Backend::start("b", Behaviour::default()).await;
-    let g = Gantry::start(&config("round_robin", &backends_yaml(&[(&a, 1)]), "")).await;
+    let g = Gantry::proxy(&config("round_robin", &backends_yaml(&[(&a, 1)]), ""))
+        .start()
+        .await;
     let c = client();
     let slow = tokio::spawn({
         let (c, url) = (c.clone(), format!("{}/slow", g.url));
@@ -152,7 +155,7 @@ async fn limits_and_errors_have_their_status_and_message() {
         backends_yaml(&[(&ok, 1)]),
         backends_yaml(&[(&slow, 1)]),
     );
-    let g = Gantry::start(&yaml).await;
+    let g = Gantry::proxy(&yaml).start().await;
     let c = client();
     let r = c
         .post(format!("{}/small", g.url))
@@ -211,11 +214,12 @@ async fn metrics_report_traffic() {
         },
     )
     .await;
-    let g = Gantry::start(&config(
+    let g = Gantry::proxy(&config(
         "round_robin",
         &backends_yaml(&[(&a, 1), (&bad, 1)]),
         "",
     ))
+    .start()
     .await;
     let (results, _) = load(&format!("{}/x", g.url), 20, 2).await;
     // Five consecutive 5xx eject `bad` (default outlier settings); `a` takes the rest.
@@ -270,7 +274,7 @@ async fn metrics_report_traffic() {
 /// Runs `gantry proxy` on a file holding `yaml`; returns the exit code and stderr.
 fn proxy_with(path: &std::path::Path, yaml: &str) -> (Option<i32>, String) {
     std::fs::write(path, yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let out = command()
         .args(["proxy", "--config"])
         .arg(path)
         .output()

@@ -7,13 +7,11 @@
 //! no release build. Containers carry `gantry.test=true` and are removed
 //! whatever happens.
 
-use crate::support::worker as worker_support;
-
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use worker_support::{golden, ort_lib};
+use crate::support::worker::{golden, ort_lib};
+use crate::support::{client, root};
 
 const IMAGE: &str = "gantry-worker:test";
 
@@ -56,7 +54,7 @@ async fn image_from_scratch_serves_the_golden_score() {
         &docker(&["info", "--format", "{{.ServerVersion}}"]),
         "docker info (is the engine running?)",
     );
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = root();
     let context = root.join("target/worker-image-test");
     let mut cleanup = Cleanup(None);
     let build = Command::new(root.join("docker/worker/build.sh"))
@@ -103,7 +101,7 @@ async fn image_from_scratch_serves_the_golden_score() {
     let base = format!("http://{addr}");
 
     // Wait (bounded) for the model to load; fail early if the container dies.
-    let client = reqwest::Client::new();
+    let client = client();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = client.get(format!("{base}/ready")).send().await {
