@@ -13,6 +13,7 @@ mod proxy_failures;
 mod scaler_docker;
 mod scaler_local;
 mod scaler_policies;
+mod tidy;
 mod worker_batching;
 mod worker_cli;
 mod worker_golden;
