@@ -31,10 +31,12 @@ async fn killed_backend_costs_no_client_request_and_comes_back() {
         },
     )
     .await;
+    // Requests cut off by the kill may eject `a` before it is marked down: its
+    // ejection (10 s by default) must end well within the wait for it below.
     let g = Gantry::proxy(&config(
         "round_robin",
         &backends_yaml(&[(&a, 1), (&b, 1)]),
-        "",
+        "    outlier: {base_ejection: 1s}\n",
     ))
     .start()
     .await;
