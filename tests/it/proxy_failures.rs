@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::support::backend::{backends_yaml, Backend, Behaviour};
 use crate::support::gantry::command;
 use crate::support::load::load;
-use crate::support::{client, Gantry};
+use crate::support::{client, until, Gantry};
 
 fn config(policy: &str, backends: &str, extra: &str) -> String {
     format!(
@@ -75,14 +75,9 @@ async fn killed_backend_costs_no_client_request_and_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
-    let a = Backend::start(
-        "a",
-        Behaviour {
-            delay: Duration::from_millis(800),
-            status: None,
-        },
-    )
-    .await;
+    let a = Backend::start("a", Behaviour::default()).await;
+    // `a` answers the slow request only once it has been removed and `b` took over.
+    let held = a.hold();
     let b = Backend::start("b", Behaviour::default()).await;
     let g = Gantry::proxy(&config("round_robin", &backends_yaml(&[(&a, 1)]), ""))
         .start()
@@ -95,7 +90,13 @@ async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a_ref = &a;
+    until(
+        "the slow request at a",
+        Duration::from_secs(10),
+        || async move { a_ref.hits() == 1 },
+    )
+    .await;
     let added = c
         .post(format!("{}/admin/pools/p/backends", g.admin))
         .json(&serde_json::json!({"addr": b.addr.to_string()}))
@@ -117,6 +118,7 @@ async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
     let (results, counts) = load(&format!("{}/x", g.url), 20, 4).await;
     assert!(results.iter().all(|r| r == &Ok(200)));
     assert_eq!(counts.get("b"), Some(&20), "{counts:?}");
+    drop(held);
     assert_eq!(slow.await.unwrap(), (200, "a 0".to_string()));
     g.wait_state("p", a.addr, None).await;
     // Bad admin input gets a 4xx with a message.

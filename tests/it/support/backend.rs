@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// How a test backend answers.
@@ -25,22 +26,42 @@ pub struct Behaviour {
 
 /// A real HTTP backend that can be killed (all sockets closed at once) and restarted.
 pub struct Backend {
-    pub name: String,
     pub addr: SocketAddr,
-    pub hits: Arc<AtomicU64>,
-    behaviour: Arc<Mutex<Behaviour>>,
+    shared: Arc<Shared>,
     tasks: Option<JoinSet<()>>,
+}
+
+/// What every connection of a backend shares.
+struct Shared {
+    name: String,
+    behaviour: Behaviour,
+    hits: AtomicU64,
+    /// True while a [`Hold`] keeps requests from being answered.
+    held: watch::Sender<bool>,
+}
+
+/// Keeps a backend's answers (not its health checks) back until dropped.
+pub struct Hold(Arc<Shared>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.held.send_replace(false);
+    }
 }
 
 impl Backend {
     pub async fn start(name: &str, behaviour: Behaviour) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut b = Backend {
+        let shared = Arc::new(Shared {
             name: name.to_string(),
+            behaviour,
+            hits: AtomicU64::new(0),
+            held: watch::Sender::new(false),
+        });
+        let mut b = Backend {
             addr,
-            hits: Arc::new(AtomicU64::new(0)),
-            behaviour: Arc::new(Mutex::new(behaviour)),
+            shared,
             tasks: None,
         };
         b.serve(listener);
@@ -49,8 +70,7 @@ impl Backend {
 
     fn serve(&mut self, listener: TcpListener) {
         let mut tasks = JoinSet::new();
-        let (name, hits, behaviour) =
-            (self.name.clone(), self.hits.clone(), self.behaviour.clone());
+        let shared = self.shared.clone();
         let conns = Arc::new(Mutex::new(JoinSet::new()));
         let conns2 = conns.clone();
         tasks.spawn(async move {
@@ -60,11 +80,9 @@ impl Backend {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (name, hits, behaviour) = (name.clone(), hits.clone(), behaviour.clone());
+                let shared = shared.clone();
                 _keep.lock().unwrap().spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        handle(req, name.clone(), hits.clone(), behaviour.clone())
-                    });
+                    let svc = hyper::service::service_fn(move |req| handle(req, shared.clone()));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -89,29 +107,37 @@ impl Backend {
         self.serve(listener);
     }
 
+    /// Requests answered or being answered (health checks not counted).
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+        self.shared.hits.load(Ordering::Relaxed)
+    }
+
+    /// From now until the [`Hold`] is dropped, requests get no answer (they are counted
+    /// as they arrive); health checks still do.
+    pub fn hold(&self) -> Hold {
+        self.shared.held.send_replace(true);
+        Hold(self.shared.clone())
     }
 }
 
 async fn handle(
     req: Request<Incoming>,
-    name: String,
-    hits: Arc<AtomicU64>,
-    behaviour: Arc<Mutex<Behaviour>>,
+    shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/health" {
         return Ok(Response::new(Full::new(Bytes::from_static(b"ok"))));
     }
-    hits.fetch_add(1, Ordering::Relaxed);
-    let b = behaviour.lock().unwrap().clone();
+    shared.hits.fetch_add(1, Ordering::Relaxed);
+    let b = &shared.behaviour;
     let body = req
         .into_body()
         .collect()
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
+    let _ = shared.held.subscribe().wait_for(|held| !held).await;
     tokio::time::sleep(b.delay).await;
+    let name = &shared.name;
     let mut resp = Response::new(Full::new(Bytes::from(format!("{name} {}", body.len()))));
     *resp.status_mut() = hyper::StatusCode::from_u16(b.status.unwrap_or(200)).unwrap();
     resp.headers_mut()
