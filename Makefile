@@ -38,13 +38,16 @@ run: release onnxruntime
 # The Docker tests scale a worker image built by the same script as
 # `make worker-image`, from the debug binary (no release build needed to test).
 TEST_WORKER_IMAGE ?= gantry-worker:ci
-# Reviewers' checks first (format, lints), then every test.
+# Reviewers' checks first (format, lints), then every test: the unit tests and
+# the one integration-test binary (tests/it). Four at a time: most integration
+# tests wait on child processes, sockets and timers rather than the CPU, and
+# the Docker ones queue on a lock of their own.
 test: deps-test onnxruntime
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) build --bins
 	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
-	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) $(CARGO) test --all-targets --no-fail-fast -- --test-threads=2
+	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) $(CARGO) test --all-targets --no-fail-fast -- --test-threads=4
 
 bench-proxy: release
 	bench/proxy.sh
@@ -81,7 +84,7 @@ bench-worker: release onnxruntime
 # --- Auto-scaler: the Docker tests scale the worker image; benchmark ---
 .PHONY: bench-scaler
 
-# The scaler's Docker tests (tests/scaler_docker.rs) use gantry-worker:$(VERSION).
+# The scaler's Docker tests (tests/it/scaler_docker.rs) use gantry-worker:$(VERSION).
 # Load spike -> first request on a new replica; zero replicas -> first response.
 bench-scaler: release worker-image
 	bench/scaler.sh

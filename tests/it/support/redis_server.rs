@@ -1,10 +1,10 @@
 //! A real redis-server for tests: started on a free loopback port, no persistence, killed on drop.
 
-#![allow(dead_code)]
-
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::free_port;
 
 /// A running redis-server child process.
 pub struct RedisServer {
@@ -12,14 +12,6 @@ pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
 }
 
 impl RedisServer {

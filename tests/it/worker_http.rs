@@ -1,12 +1,12 @@
 //! The worker's HTTP API with the real INT8 model, in-process on 127.0.0.1:0:
 //! analyze, batch, model info, probes, metrics, and every way a body can be wrong.
 
-mod worker_support;
-
 use gantry::worker::http::{Analysis, BatchResponse};
 use gantry::worker::Worker;
 use serde_json::{json, Value};
-use worker_support::{golden, metric, real_config, Server};
+
+use crate::support::client;
+use crate::support::worker::{golden, metric, model_dir, real_config, Server};
 
 const TOLERANCE: f32 = 1e-5;
 
@@ -15,7 +15,7 @@ async fn start() -> Server {
 }
 
 fn model_id() -> String {
-    let text = std::fs::read_to_string(worker_support::model_dir().join("model.json")).unwrap();
+    let text = std::fs::read_to_string(model_dir().join("model.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     format!(
         "{}@{}",
@@ -25,7 +25,7 @@ fn model_id() -> String {
 }
 
 async fn post(server: &Server, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-    reqwest::Client::new()
+    client()
         .post(server.url(path))
         .header("content-type", "application/json")
         .body(body)
@@ -37,7 +37,7 @@ async fn post(server: &Server, path: &str, body: impl Into<reqwest::Body>) -> re
 #[tokio::test]
 async fn analyze_gives_the_golden_score() {
     let server = start().await;
-    let threshold = gantry::worker::model::ModelSpec::load(&worker_support::model_dir())
+    let threshold = gantry::worker::model::ModelSpec::load(&model_dir())
         .unwrap()
         .threshold;
     for case in golden().iter().take(8) {
@@ -190,7 +190,7 @@ async fn odd_urls_are_answered_not_panicked_on() {
 #[tokio::test]
 async fn model_info_probes_and_metrics() {
     let server = start().await;
-    let c = reqwest::Client::new();
+    let c = client();
     let info: Value = c
         .get(server.url("/v1/model"))
         .send()

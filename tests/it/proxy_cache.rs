@@ -1,9 +1,6 @@
 //! The response cache through the real proxy binary: X-Cache progression, restarts, Redis loss,
 //! coalescing, staleness, purge and the responses that are never stored.
 
-mod common;
-mod redis_server;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,14 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{client, Gantry};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use redis_server::RedisServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+
+use crate::support::gantry::command;
+use crate::support::redis_server::RedisServer;
+use crate::support::{client, Gantry};
 
 /// A backend whose answer is steered by request headers: `x-status`,
 /// `x-set-cookie`, `x-cache-control`, `x-delay-ms`, `x-size`. The body says
@@ -177,44 +176,54 @@ async fn x_caches(g: &Gantry, body: &str, headers: &[(&str, &str)], n: usize) ->
 }
 
 /// Posts `body` until the reply's `X-Cache` is `want`, checking each reply
-/// before it with `meanwhile`. The pause only paces the polling; the bound
-/// only catches a hang.
+/// before it with `meanwhile`.
 async fn until_x_cache(g: &Gantry, body: &str, want: &str, meanwhile: impl Fn(&Reply)) -> Reply {
-    for _ in 0..1000 {
+    let meanwhile = &meanwhile;
+    let what = format!("X-Cache {want}");
+    g.until(what, Duration::from_secs(20), || async move {
         let r = post(g, body, &[]).await;
         if r.x_cache == want {
-            return r;
+            return Ok(r);
         }
         meanwhile(&r);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("X-Cache never became {want}");
+        Err(r.x_cache)
+    })
+    .await
+}
+
+/// `GET /admin/cache`.
+async fn cache_status(g: &Gantry) -> serde_json::Value {
+    client()
+        .get(format!("{}/admin/cache", g.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Polls the admin API until the disk tier holds `n` entries (writes are asynchronous).
 async fn until_on_disk(g: &Gantry, n: u64) {
-    for _ in 0..500 {
-        let s: serde_json::Value = client()
-            .get(format!("{}/admin/cache", g.admin))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["disk"]["entries"].as_u64() == Some(n) {
-            return;
+    let what = format!("{n} entries on disk");
+    g.until(what, Duration::from_secs(10), || async move {
+        let entries = cache_status(g).await["disk"]["entries"].as_u64();
+        if entries == Some(n) {
+            Ok(())
+        } else {
+            Err(format!("{entries:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("disk never held {n} entries");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x_cache_goes_miss_then_hit_and_json_bodies_are_normalised() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let g = Gantry::start(&config(&origin, dir.path(), "ttl: 60s", "")).await;
+    let g = Gantry::proxy(&config(&origin, dir.path(), "ttl: 60s", ""))
+        .start()
+        .await;
     let first = post(&g, r#"{"url":"http://a.example/","mode":"fast"}"#, &[]).await;
     assert_eq!((first.status, first.x_cache.as_str()), (200, "MISS"));
     assert_eq!(
@@ -254,28 +263,38 @@ async fn disk_tier_survives_a_proxy_restart_and_warms_memory() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let body = r#"{"url":"http://a.example/"}"#;
-    let g = Gantry::start(&config(&origin, dir.path(), "ttl: 60s", "")).await;
+    let mut g = Gantry::proxy(&config(&origin, dir.path(), "ttl: 60s", ""))
+        .start()
+        .await;
     assert_eq!(post(&g, body, &[]).await.x_cache, "MISS");
     until_on_disk(&g, 1).await;
-    drop(g); // SIGKILL
+    g.crash(); // SIGKILL
 
     let cold = config(&origin, dir.path(), "ttl: 60s", "");
     let cold = cold.replace("disk: {path:", "disk: {warm_entries: 0, path:");
-    let g = Gantry::start(&cold).await;
+    let mut g = Gantry::proxy(&cold).start().await;
     assert_eq!(x_caches(&g, body, &[], 2).await, ["HIT-L3", "HIT-L1"]);
-    drop(g);
+    g.crash();
 
     // With warming (the default), the most-hit disk entries are in memory at start.
-    let g = Gantry::start(&config(&origin, dir.path(), "ttl: 60s", "")).await;
-    let mut seen = "none".to_string();
-    for _ in 0..100 {
-        seen = post(&g, body, &[]).await.x_cache;
-        if seen == "HIT-L1" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await; // warming runs in the background
-    }
-    assert_eq!(seen, "HIT-L1");
+    let g = Gantry::proxy(&config(&origin, dir.path(), "ttl: 60s", ""))
+        .start()
+        .await;
+    // Warming runs in the background.
+    let g = &g;
+    g.until(
+        "HIT-L1 from warming",
+        Duration::from_secs(10),
+        || async move {
+            let seen = post(g, body, &[]).await.x_cache;
+            if seen == "HIT-L1" {
+                Ok(())
+            } else {
+                Err(seen)
+            }
+        },
+    )
+    .await;
     assert_eq!(origin.hits(), 1);
 }
 
@@ -288,7 +307,9 @@ async fn redis_killed_during_a_stream_fails_no_request() {
         "  redis: {{url: '{}', command_timeout: 50ms, cooldown: 200ms}}\n",
         redis.url()
     );
-    let g = Gantry::start(&config(&origin, dir.path(), "ttl: 60s", &top)).await;
+    let g = Gantry::proxy(&config(&origin, dir.path(), "ttl: 60s", &top))
+        .start()
+        .await;
     let mut statuses = Vec::new();
     for i in 0..400 {
         if i == 100 {
@@ -306,31 +327,33 @@ async fn redis_killed_during_a_stream_fails_no_request() {
     );
     // Redis back: the circuit closes by itself.
     redis.restart();
-    let mut state = String::new();
-    for i in 0..300 {
-        post(&g, &format!("{{\"after\":{i}}}"), &[]).await;
-        let s: serde_json::Value = client()
-            .get(format!("{}/admin/cache", g.admin))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        state = s["redis_circuit"].as_str().unwrap_or("").to_string();
-        if state == "closed" {
-            break;
+    let mut i = 0;
+    g.until("closed circuit", Duration::from_secs(10), || {
+        i += 1;
+        let body = format!("{{\"after\":{i}}}");
+        let g = &g;
+        async move {
+            post(g, &body, &[]).await;
+            let state = cache_status(g).await["redis_circuit"].clone();
+            if state == "closed" {
+                Ok(())
+            } else {
+                Err(state)
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(state, "closed");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_identical_misses_reach_the_backend_once() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let g = Arc::new(Gantry::start(&config(&origin, dir.path(), "ttl: 60s", "")).await);
+    let g = Arc::new(
+        Gantry::proxy(&config(&origin, dir.path(), "ttl: 60s", ""))
+            .start()
+            .await,
+    );
     let mut tasks = JoinSet::new();
     for _ in 0..100 {
         let g = g.clone();
@@ -356,7 +379,9 @@ async fn stale_if_error_answers_when_the_only_backend_is_down() {
     let mut origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let rules = "ttl: 100ms, stale_if_error: 1h";
-    let g = Gantry::start(&config(&origin, dir.path(), rules, "")).await;
+    let g = Gantry::proxy(&config(&origin, dir.path(), rules, ""))
+        .start()
+        .await;
     let first = post(&g, "{}", &[]).await;
     assert_eq!(first.x_cache, "MISS");
     origin.kill().await;
@@ -376,7 +401,9 @@ async fn stale_while_revalidate_serves_stale_then_the_refreshed_answer() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let rules = "ttl: 1h, stale_while_revalidate: 1h";
-    let g = Gantry::start(&config(&origin, dir.path(), rules, "")).await;
+    let g = Gantry::proxy(&config(&origin, dir.path(), rules, ""))
+        .start()
+        .await;
     // The first answer is fresh for a second, the refreshed one for an hour:
     // nothing below depends on how fast this machine polls.
     origin.send_cache_control("max-age=1");
@@ -415,7 +442,7 @@ async fn purge_via_admin_api_needs_the_token_and_reaches_every_tier() {
         "  token: s3cret\n{}",
         config(&origin, dir.path(), "ttl: 60s", "")
     );
-    let g = Gantry::start(&text).await;
+    let g = Gantry::proxy(&text).start().await;
     for i in 0..3 {
         assert_eq!(
             post(&g, &format!("{{\"i\":{i}}}"), &[]).await.x_cache,
@@ -484,7 +511,9 @@ async fn responses_and_requests_that_are_never_stored() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let rules = "ttl: 60s, max_object_bytes: 1000";
-    let g = Gantry::start(&config(&origin, dir.path(), rules, "")).await;
+    let g = Gantry::proxy(&config(&origin, dir.path(), rules, ""))
+        .start()
+        .await;
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], [&'a str; 2]);
     let cases: [Case; 7] = [
         ("500", &[("x-status", "500")], ["MISS", "MISS"]),
@@ -537,7 +566,9 @@ async fn responses_and_requests_that_are_never_stored() {
 async fn cache_warm_replays_a_file_through_the_proxy() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let g = Gantry::start(&config(&origin, dir.path(), "ttl: 60s", "")).await;
+    let g = Gantry::proxy(&config(&origin, dir.path(), "ttl: 60s", ""))
+        .start()
+        .await;
     let file = dir.path().join("warm.jsonl");
     std::fs::write(
         &file,
@@ -545,7 +576,7 @@ async fn cache_warm_replays_a_file_through_the_proxy() {
     )
     .unwrap();
     let warm = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        let out = command()
             .args(["cache", "warm", "--proxy", &g.url])
             .arg(&file)
             .output()
@@ -560,7 +591,7 @@ async fn cache_warm_replays_a_file_through_the_proxy() {
         "HIT-L1"
     );
     std::fs::write(&file, "{\"path\":\"nope\"}\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let out = command()
         .args(["cache", "warm", "--proxy", &g.url])
         .arg(&file)
         .output()

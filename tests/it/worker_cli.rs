@@ -3,20 +3,16 @@
 //! panic, when libonnxruntime.so is missing; found without help where
 //! `make onnxruntime` put it.
 
-mod worker_support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use worker_support::{golden, model_dir, ort_lib};
-
-fn gantry() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gantry"))
-}
+use crate::support::client;
+use crate::support::gantry::command;
+use crate::support::worker::{golden, model_dir, ort_lib};
 
 #[test]
 fn missing_onnxruntime_is_a_clear_error() {
-    let out = gantry()
+    let out = command()
         .args(["worker", "--model"])
         .arg(model_dir())
         .args(["--ort-lib", "/nonexistent/libonnxruntime.so"])
@@ -44,7 +40,7 @@ impl Drop for Reap {
 
 #[tokio::test]
 async fn child_process_prints_its_address_serves_and_stops_on_sigterm() {
-    let mut cmd = gantry();
+    let mut cmd = command();
     cmd.arg("worker").arg("--ort-lib").arg(ort_lib());
     serve_and_stop(cmd).await;
 }
@@ -53,7 +49,7 @@ async fn child_process_prints_its_address_serves_and_stops_on_sigterm() {
 /// `make onnxruntime` placed in the tree it was built from.
 #[tokio::test]
 async fn worker_finds_onnxruntime_without_being_told_where() {
-    let mut cmd = gantry();
+    let mut cmd = command();
     cmd.arg("worker").env_remove("ORT_DYLIB_PATH");
     serve_and_stop(cmd).await;
 }
@@ -82,7 +78,7 @@ async fn serve_and_stop(mut cmd: Command) {
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
     let case = &golden()[0];
-    let c = reqwest::Client::new();
+    let c = client();
     assert_eq!(
         c.get(format!("{base}/ready"))
             .send()
@@ -115,7 +111,7 @@ async fn serve_and_stop(mut cmd: Command) {
 
 #[test]
 fn tune_prints_a_table_and_a_recommendation() {
-    let out = gantry()
+    let out = command()
         .args([
             "worker",
             "--tune",

@@ -1,10 +1,10 @@
 //! Distribution per routing policy, through the real proxy binary to real backends.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{backends_yaml, client, load, Backend, Behaviour, Gantry};
+use crate::support::backend::{backends_yaml, Backend, Behaviour};
+use crate::support::load::load;
+use crate::support::{client, Gantry};
 
 fn config(policy: &str, backends: &str) -> String {
     format!(
@@ -29,10 +29,11 @@ async fn round_robin_alternates_exactly() {
         Backend::start("b", Behaviour::default()).await,
         Backend::start("c", Behaviour::default()).await,
     );
-    let g = Gantry::start(&config(
+    let g = Gantry::proxy(&config(
         "round_robin",
         &backends_yaml(&[(&a, 1), (&b, 1), (&c, 1)]),
     ))
+    .start()
     .await;
     let s = sequence(&g, 30).await;
     assert_eq!(s, s[..3].repeat(10), "not an exact rotation: {s}");
@@ -46,10 +47,11 @@ async fn weighted_5_1_1_is_smooth_and_exact() {
         Backend::start("b", Behaviour::default()).await,
         Backend::start("c", Behaviour::default()).await,
     );
-    let g = Gantry::start(&config(
+    let g = Gantry::proxy(&config(
         "weighted",
         &backends_yaml(&[(&a, 5), (&b, 1), (&c, 1)]),
     ))
+    .start()
     .await;
     // Interleaved: nginx's smooth sequence, never five a's in a row.
     let s = sequence(&g, 14).await;
@@ -73,7 +75,9 @@ async fn stagger_with_slow_backend(policy: &str) -> (u64, u64) {
     )
     .await;
     let fast = Backend::start("fast", Behaviour::default()).await;
-    let g = Gantry::start(&config(policy, &backends_yaml(&[(&slow, 1), (&fast, 1)]))).await;
+    let g = Gantry::proxy(&config(policy, &backends_yaml(&[(&slow, 1), (&fast, 1)])))
+        .start()
+        .await;
     let c = client();
     let mut tasks = Vec::new();
     for _ in 0..40 {

@@ -2,11 +2,10 @@
 //! is answered, a worker that cannot start is backed off and says why, SIGTERM
 //! loses no request and leaves no worker behind, errors say their cause once.
 
-mod scaler_support;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use scaler_support::{alive, children, client, fake_worker, Up};
+use crate::support::gantry::command;
+use crate::support::{alive, client, fake_worker, free_port, Gantry};
 
 /// Pool `fr` of local fake workers that take `start_ms` to listen and answer after `delay_ms`.
 fn config(start_ms: u32, delay_ms: u32) -> String {
@@ -18,29 +17,14 @@ fn config(start_ms: u32, delay_ms: u32) -> String {
 
 const POLICY: &str = "pool: fr\nmin: 2\nmax: 2\ninterval: 500ms\nwindow: 2s\nmetrics: [{metric: inflight_per_replica, target: 4}]\n";
 
-/// Polls `f` every 20 ms until it gives `Some`, or panics after `secs` with `up`'s log.
-async fn until<T, F: std::future::Future<Output = Option<T>>>(
-    up: &Up,
-    what: &str,
-    secs: u64,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "no {what}\n{}", up.tail());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_sent_as_the_port_opens_is_answered_not_503() {
     // Workers take 1.5 s to listen: the port opens long before any is ready.
-    let up = Up::launch(&config(1500, 5), &[("fr.yaml", POLICY)], &[]);
+    let up = Gantry::up(&config(1500, 5))
+        .policy("fr.yaml", POLICY)
+        .spawn();
     let addr = up.url.trim_start_matches("http://").to_string();
-    until(&up, "open traffic port", 20, || {
+    up.until("open traffic port", Duration::from_secs(20), || {
         let addr = addr.clone();
         async move { tokio::net::TcpStream::connect(addr).await.ok() }
     })
@@ -62,33 +46,27 @@ async fn a_request_sent_as_the_port_opens_is_answered_not_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_exits_at_once_is_backed_off_and_says_why() {
     let config = "pools:\n  fr: {health: {interval: 200ms}}\nroutes:\n  - {prefix: /, pool: fr}\nscaler:\n  policies: '{dir}/policies'\n  runtime: local\n  local:\n    program: /bin/sh\n    args: [-c, 'echo \"error: no model at /nowhere\" >&2; exit 3']\n";
-    let up = Up::start(config, &[("fr.yaml", POLICY)], &[]).await;
-    let starts = until(&up, "three failed starts", 60, || async {
-        let j: serde_json::Value = client()
-            .get(format!("{}/admin/scaler", up.admin))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let s = j["fr"]["starts"].clone();
-        (s["failures_in_a_row"].as_u64()? >= 3).then_some(s)
-    })
-    .await;
+    let up = Gantry::up(config).policy("fr.yaml", POLICY).start().await;
+    let starts = up
+        .until("three failed starts", Duration::from_secs(60), || async {
+            let j: serde_json::Value = client()
+                .get(format!("{}/admin/scaler", up.admin))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let s = j["fr"]["starts"].clone();
+            (s["failures_in_a_row"].as_u64()? >= 3).then_some(s)
+        })
+        .await;
     let error = starts["last_error"].as_str().unwrap_or_default();
     assert!(
         error.contains("exit status: 3") && error.contains("error: no model at /nowhere"),
         "{starts}"
     );
-    let metrics = client()
-        .get(format!("{}/metrics", up.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = up.metrics().await;
     assert!(
         metrics.contains("gantry_scaler_start_failures_total{pool=\"fr\"}"),
         "no start-failure metric"
@@ -100,7 +78,7 @@ async fn a_worker_that_exits_at_once_is_backed_off_and_says_why() {
         started <= failed + 2,
         "{started} starts for {failed} failures"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let out = command()
         .args(["status", "--admin", &up.admin])
         .output()
         .unwrap();
@@ -116,9 +94,12 @@ async fn a_worker_that_exits_at_once_is_backed_off_and_says_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_requests_in_flight_and_leaves_no_worker() {
-    let mut up = Up::start(&config(0, 1500), &[("fr.yaml", POLICY)], &[]).await;
+    let mut up = Gantry::up(&config(0, 1500))
+        .policy("fr.yaml", POLICY)
+        .start()
+        .await;
     up.wait_up("fr", 2, 30).await;
-    let workers = children(&up, "fake");
+    let workers = up.children("fake");
     assert_eq!(workers.len(), 2, "{workers:?}");
     let requests: Vec<_> = (0..4)
         .map(|i| {
@@ -127,7 +108,7 @@ async fn sigterm_finishes_requests_in_flight_and_leaves_no_worker() {
         })
         .collect();
     let admin = up.admin.clone();
-    until(&up, "4 requests in flight", 20, || {
+    up.until("4 requests in flight", Duration::from_secs(20), || {
         let admin = admin.clone();
         async move {
             let m = client()
@@ -144,17 +125,12 @@ async fn sigterm_finishes_requests_in_flight_and_leaves_no_worker() {
         }
     })
     .await;
-    let mut child = up.child.take().unwrap();
-    scaler_support::signal(child.id(), sysinfo::Signal::Term);
+    up.signal(sysinfo::Signal::Term);
     for r in requests {
         let status = r.await.unwrap().expect("request in flight failed");
         assert_eq!(status, 200);
     }
-    let status = until(&up, "exit after SIGTERM", 30, || {
-        let s = child.try_wait().ok().flatten();
-        async move { s }
-    })
-    .await;
+    let status = up.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{status}\n{}", up.tail());
     for pid in workers {
         assert!(!alive(pid), "worker {pid} outlived gantry up");
@@ -163,8 +139,8 @@ async fn sigterm_finishes_requests_in_flight_and_leaves_no_worker() {
 
 #[test]
 fn status_with_nothing_running_says_the_cause_once() {
-    let admin = format!("http://127.0.0.1:{}", scaler_support::free_port());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let admin = format!("http://127.0.0.1:{}", free_port());
+    let out = command()
         .args(["status", "--admin", &admin])
         .output()
         .unwrap();

@@ -6,12 +6,12 @@
 //! clean-containers`); each uses its own pool label and network, removed by
 //! a guard even when the test fails.
 
-mod scaler_support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use scaler_support::{containers, root, sh, unique, worker_image, DockerCleanup, Load, Up};
+use crate::support::docker::{containers, unique, worker_image, DockerCleanup};
+use crate::support::load::Load;
+use crate::support::{client, fake_worker, free_port, root, sh, Gantry};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -63,12 +63,10 @@ async fn docker_pool_grows_spreads_replaces_a_killed_replica_and_shrinks() {
     let (pool, network, mut guard) = names("dg");
     let stranger = unlabelled(&image, &format!("{pool}-unlabelled"));
     guard.extra.push(stranger.clone());
-    let up = Up::start(
-        &config(&pool, &image, &network),
-        &[("p.yaml", &policy(&pool, "min: 1\nmax: 3\n"))],
-        &[],
-    )
-    .await;
+    let up = Gantry::up(&config(&pool, &image, &network))
+        .policy("p.yaml", &policy(&pool, "min: 1\nmax: 3\n"))
+        .start()
+        .await;
     up.wait_up(&pool, 1, 60).await;
     let load = Load::start(&format!("{}/v1/analyze", up.url), 8, BODY);
     up.wait_up(&pool, 3, 60).await;
@@ -85,19 +83,16 @@ async fn docker_pool_grows_spreads_replaces_a_killed_replica_and_shrinks() {
     let ids = containers(&pool);
     assert_eq!(ids.len(), 3, "{ids:?}");
     sh(Command::new("docker").args(["kill", &ids[0]]));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = containers(&pool);
-        if now.len() == 3 && !now.contains(&ids[0]) && up.up(&pool).await == 3 {
-            break;
+    let (up_ref, pool_ref, killed) = (&up, &pool, &ids[0]);
+    up.until("replacement", Duration::from_secs(60), || async move {
+        let now = containers(pool_ref);
+        if now.len() == 3 && !now.contains(killed) && up_ref.count_up(pool_ref).await == 3 {
+            Ok(())
+        } else {
+            Err(format!("containers {now:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "no replacement: {now:?}\n{}",
-            up.tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     let report = load.stop().await;
     assert!(
         report.failed.is_empty(),
@@ -115,15 +110,15 @@ async fn docker_pool_grows_spreads_replaces_a_killed_replica_and_shrinks() {
         stopped.elapsed() >= Duration::from_secs(4),
         "shrank within the window"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while containers(&pool).len() != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "stopped containers left: {:?}",
-            containers(&pool)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    up.until("one container", Duration::from_secs(20), || async move {
+        let now = containers(pool_ref);
+        if now.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("stopped containers left: {now:?}"))
+        }
+    })
+    .await;
     assert!(running(&stranger), "the unlabelled container was touched");
     eprintln!(
         "image {image} (real worker: {real}): {} requests, none failed",
@@ -136,22 +131,20 @@ async fn restarted_scaler_adopts_its_containers_without_duplicates() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (image, _) = worker_image();
     let (pool, network, _guard) = names("da");
-    let mut up = Up::start(
-        &config(&pool, &image, &network),
-        &[("p.yaml", &policy(&pool, "min: 2\nmax: 3\n"))],
-        &[],
-    )
-    .await;
+    let mut up = Gantry::up(&config(&pool, &image, &network))
+        .policy("p.yaml", &policy(&pool, "min: 2\nmax: 3\n"))
+        .start()
+        .await;
     up.wait_up(&pool, 2, 60).await;
     let ids = containers(&pool);
     assert_eq!(ids.len(), 2);
     up.crash();
-    up.spawn(&[]);
-    up.wait_admin().await;
+    up.respawn();
+    up.wait_ready().await;
     up.wait_up(&pool, 2, 30).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(containers(&pool), ids, "containers changed on restart");
-    assert_eq!(up.up(&pool).await, 2);
+    assert_eq!(up.count_up(&pool).await, 2);
     assert_eq!(
         up.log().matches("Adopting replica").count(),
         2,
@@ -167,12 +160,10 @@ async fn make_clean_containers_removes_managed_ones_and_spares_others() {
     let (pool, network, mut guard) = names("dc");
     let stranger = unlabelled(&image, &format!("{pool}-unlabelled"));
     guard.extra.push(stranger.clone());
-    let mut up = Up::start(
-        &config(&pool, &image, &network),
-        &[("p.yaml", &policy(&pool, "min: 2\nmax: 3\n"))],
-        &[],
-    )
-    .await;
+    let mut up = Gantry::up(&config(&pool, &image, &network))
+        .policy("p.yaml", &policy(&pool, "min: 2\nmax: 3\n"))
+        .start()
+        .await;
     up.wait_up(&pool, 2, 60).await;
     up.terminate();
     assert_eq!(
@@ -189,8 +180,8 @@ async fn make_clean_containers_removes_managed_ones_and_spares_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_docker_keeps_the_proxy_serving() {
-    let worker_port = scaler_support::free_port();
-    let mut worker = Command::new(scaler_support::fake_worker())
+    let worker_port = free_port();
+    let mut worker = Command::new(fake_worker())
         .args(["--listen", &format!("127.0.0.1:{worker_port}")])
         .env("FAKE_EXIT_WITH_PARENT", "1")
         .spawn()
@@ -198,18 +189,19 @@ async fn unreachable_docker_keeps_the_proxy_serving() {
     let config = format!(
         "pools:\n  du:\n    health: {{interval: 200ms}}\n    backends: [{{addr: '127.0.0.1:{worker_port}'}}]\nroutes:\n  - {{prefix: /, pool: du, idempotent: true}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: docker\n"
     );
-    let up = Up::start(
-        &config,
-        &[("du.yaml", &policy("du", "min: 2\nmax: 3\n"))],
-        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    let up = Gantry::up(&config)
+        .policy("du.yaml", &policy("du", "min: 2\nmax: 3\n"))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .start()
+        .await;
+    let c = client();
+    let up_ref = &up;
+    up.until(
+        "`Runtime unreachable`",
+        Duration::from_secs(10),
+        || async move { up_ref.log().contains("Runtime unreachable") },
     )
     .await;
-    let c = scaler_support::client();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !up.log().contains("Runtime unreachable") {
-        assert!(Instant::now() < deadline, "{}", up.tail());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     for _ in 0..20 {
         let r = c
             .post(format!("{}/v1/analyze", up.url))

@@ -2,11 +2,10 @@
 //! URL matches `score_int8` within 1e-5, scored alone or in a batch, and a
 //! URL's score does not depend on the other rows of its batch.
 
-mod worker_support;
-
 use gantry::worker::features;
 use gantry::worker::model::{environment, Engine, ModelSpec, OrtEngine};
-use worker_support::{golden, model_dir, ort_lib};
+
+use crate::support::worker::{golden, model_dir, ort_lib};
 
 fn engine() -> (ModelSpec, OrtEngine) {
     let spec = ModelSpec::load(&model_dir()).expect("model.json");

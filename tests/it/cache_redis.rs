@@ -1,7 +1,5 @@
 //! The tiered cache against a real redis-server (started per test on a free port) and real redb files.
 
-mod redis_server;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +12,9 @@ use gantry::cache::key::KeyParts;
 use gantry::cache::redis::{FredStore, RemoteStore};
 use gantry::cache::tiered::{Parts, Worker};
 use gantry::cache::{Cache, CacheKey, CachedResponse, Clock, Lookup, ManualClock, Purge};
-use redis_server::RedisServer;
+
+use crate::support::redis_server::RedisServer;
+use crate::support::until;
 
 const START: u64 = 1_700_000_000_000;
 
@@ -157,15 +157,18 @@ async fn fill(c: &Cache, k: &CacheKey, body: &str) {
     }
 }
 
-/// Waits (bounded, paced) for spawned Redis writes to land.
+/// Waits for spawned Redis writes to land.
 async fn until_keys(c: &Client, pattern: &str, n: usize) {
-    for _ in 0..500 {
-        if count_keys(c, pattern).await == n {
-            return;
+    let what = format!("{n} Redis keys matching {pattern}");
+    until(what, Duration::from_secs(10), || async move {
+        let got = count_keys(c, pattern).await;
+        if got == n {
+            Ok(())
+        } else {
+            Err(format!("{got} keys"))
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("Redis never held {n} keys matching {pattern}");
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -292,25 +295,21 @@ async fn redis_killed_mid_stream_is_bypassed_and_used_again_when_back() {
 
     redis.restart();
     let k = key("{\"after\":1}");
-    let mut closed = false;
-    for _ in 0..300 {
-        let _ = cache.lookup(&key("{\"probe\":1}")).await;
-        if cache.redis_circuit() == Some(CircuitState::Closed) {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(closed, "the circuit closes once Redis is back");
+    let cache_ref = &cache;
+    // The circuit closes once Redis is back.
+    until("closed circuit", Duration::from_secs(10), || async move {
+        let _ = cache_ref.lookup(&key("{\"probe\":1}")).await;
+        cache_ref.redis_circuit() == Some(CircuitState::Closed)
+    })
+    .await;
     fill(&cache, &k, "v").await;
-    let rc = raw(&redis).await;
-    for _ in 0..500 {
-        if rc.exists::<u64, _>(format!("g:{k}")).await.unwrap() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(rc.exists::<u64, _>(format!("g:{k}")).await.unwrap(), 1);
+    let (rc, stored) = (&raw(&redis).await, &format!("g:{k}"));
+    until(
+        "the entry in Redis",
+        Duration::from_secs(10),
+        || async move { rc.exists::<u64, _>(stored).await.unwrap() == 1 },
+    )
+    .await;
     drop(cache);
     c.close().await;
 }

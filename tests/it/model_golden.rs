@@ -2,13 +2,9 @@
 //! `models/phishing-url/golden.jsonl`, and agrees with `model.json` on the
 //! spec version and input dimension.
 
-use std::path::PathBuf;
-
 use gantry::worker::features::{self, DIM, SPEC_VERSION};
 
-fn model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/phishing-url")
-}
+use crate::support::worker::model_dir;
 
 fn read(name: &str) -> String {
     let path = model_dir().join(name);

@@ -3,13 +3,12 @@
 //! Every expression in `dashboards/*.json` must be valid PromQL and return data
 //! once traffic has flowed; every rule in `dashboards/alerts.yml` must load healthy.
 
-mod common;
-mod scaler_support;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{backends_yaml, client, free_port, load, Backend, Behaviour, Gantry};
+use crate::support::backend::{backends_yaml, Backend, Behaviour};
+use crate::support::load::load;
+use crate::support::{client, free_port, Gantry};
 
 struct Prometheus(Child, String);
 
@@ -91,10 +90,10 @@ async fn every_dashboard_query_returns_data_and_rules_load() {
         },
     )
     .await;
-    let g = Gantry::start(&format!(
+    let g = Gantry::proxy(&format!(
         "pools:\n  p:\n    policy: round_robin\n    outlier: {{consecutive_failures: 3}}\n    backends:\n{}routes: [{{prefix: /, pool: p, idempotent: true}}]\n",
         backends_yaml(&[(&a, 1), (&bad, 1)])
-    ))
+    )).start()
     .await;
     let dir = tempfile::tempdir().unwrap();
     let prom = start_prometheus(dir.path(), &g.admin);
@@ -173,7 +172,10 @@ async fn worker_and_scaler_dashboards_show_a_running_stack() {
         model.display()
     );
     let policy = "pool: analysis\nmin: 2\nmax: 3\ninterval: 500ms\nmetrics: [{metric: inflight_per_replica, target: 50}]\n";
-    let up = scaler_support::Up::start(&config, &[("analysis.yaml", policy)], &[]).await;
+    let up = Gantry::up(&config)
+        .policy("analysis.yaml", policy)
+        .start()
+        .await;
     up.wait_up("analysis", 2, 30).await;
     let dir = tempfile::tempdir().unwrap();
     let prom = start_prometheus(dir.path(), &up.admin);
@@ -232,11 +234,11 @@ async fn cache_dashboard_shows_every_tier() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let dead_redis = free_port();
-    let g = Gantry::start(&format!(
+    let g = Gantry::proxy(&format!(
         "pools:\n  p:\n    backends:\n{}routes: [{{prefix: /, pool: p, idempotent: true, cache: {{ttl: 1m}}}}]\ncache:\n  memory: {{max_bytes: 4096}}\n  redis: {{url: 'redis://127.0.0.1:{dead_redis}'}}\n  disk: {{path: '{}'}}\n",
         backends_yaml(&[(&a, 1)]),
         dir.path().join("cache.redb").display()
-    ))
+    )).start()
     .await;
     let prom = start_prometheus(dir.path(), &g.admin);
     let c = client();

@@ -1,14 +1,10 @@
 //! Policy files through the real binary: shipped policies validate, the committed schema is current, errors are located.
 
-use std::path::Path;
-use std::process::Command;
+use crate::support::gantry::command;
+use crate::support::root;
 
 fn gantry(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
+    let out = command().args(args).current_dir(root()).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -24,7 +20,7 @@ fn every_shipped_policy_validates() {
     assert!(out.starts_with("5 policy file(s) ok"), "{out}");
     for seed in ["cpu_based", "memory_based", "response_time_based"] {
         let path = format!("policies/examples/{seed}.yaml");
-        assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(&path).exists());
+        assert!(root().join(&path).exists());
     }
 }
 
@@ -32,9 +28,7 @@ fn every_shipped_policy_validates() {
 fn committed_schema_is_what_gantry_schema_prints() {
     let (code, out, _) = gantry(&["schema"]);
     assert_eq!(code, 0);
-    let committed =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/schema.json"))
-            .unwrap();
+    let committed = std::fs::read_to_string(root().join("policies/schema.json")).unwrap();
     assert!(
         out == committed,
         "policies/schema.json is stale: run `gantry schema > policies/schema.json`"

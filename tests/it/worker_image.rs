@@ -7,13 +7,11 @@
 //! no release build. Containers carry `gantry.test=true` and are removed
 //! whatever happens.
 
-mod worker_support;
-
-use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use worker_support::{golden, ort_lib};
+use crate::support::worker::{golden, ort_lib};
+use crate::support::{client, root, until};
 
 const IMAGE: &str = "gantry-worker:test";
 
@@ -56,7 +54,7 @@ async fn image_from_scratch_serves_the_golden_score() {
         &docker(&["info", "--format", "{{.ServerVersion}}"]),
         "docker info (is the engine running?)",
     );
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = root();
     let context = root.join("target/worker-image-test");
     let mut cleanup = Cleanup(None);
     let build = Command::new(root.join("docker/worker/build.sh"))
@@ -102,23 +100,22 @@ async fn image_from_scratch_serves_the_golden_score() {
         .expect("a loopback port");
     let base = format!("http://{addr}");
 
-    // Wait (bounded) for the model to load; fail early if the container dies.
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/ready")).send().await {
+    // Wait for the model to load; fail early if the container dies.
+    let (client, ready, id) = (&client(), &format!("{base}/ready"), &id);
+    until("ready container", Duration::from_secs(60), || async move {
+        if let Ok(r) = client.get(ready).send().await {
             if r.status() == 200 {
-                break;
+                return true;
             }
         }
         let running = ok(
-            &docker(&["inspect", "--format", "{{.State.Running}}", &id]),
+            &docker(&["inspect", "--format", "{{.State.Running}}", id]),
             "inspect",
         );
         assert_eq!(running, "true", "the container exited");
-        assert!(Instant::now() < deadline, "not ready within 60 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        false
+    })
+    .await;
 
     let case = &golden()[0];
     let v: serde_json::Value = client

@@ -1,9 +1,8 @@
 //! The worker's queue over HTTP, made deterministic with a gated in-memory engine:
 //! requests queued behind a busy session form one batch, a full queue answers
 //! 503 with Retry-After, `/ready` follows the queue, and `/metrics` shows the
-//! mean batch size. One test per binary, so the process-wide counters are its own.
-
-mod worker_support;
+//! mean batch size. The test runs in a process of its own, so the process-wide
+//! counters are its own.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -13,7 +12,9 @@ use gantry::worker::http::Analysis;
 use gantry::worker::model::{Engine, ModelSpec};
 use gantry::worker::{Limits, Worker, WorkerError};
 use tokio::sync::mpsc;
-use worker_support::{metric, Server};
+
+use crate::support::worker::{metric, Server};
+use crate::support::{client, in_own_process};
 
 /// Scores each row with its first feature / 100; every execution first
 /// reports that it started, then waits until the gate opens.
@@ -64,6 +65,12 @@ async fn analyze(client: &reqwest::Client, server: &Server, url: &str) -> reqwes
 
 #[tokio::test]
 async fn full_queue_is_503_and_queued_requests_share_a_batch() {
+    if !in_own_process(
+        module_path!(),
+        "full_queue_is_503_and_queued_requests_share_a_batch",
+    ) {
+        return;
+    }
     let (entered_tx, mut entered) = mpsc::unbounded_channel();
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let engine = GatedEngine {
@@ -84,7 +91,7 @@ async fn full_queue_is_503_and_queued_requests_share_a_batch() {
     )
     .unwrap();
     let server = Server::start(worker).await;
-    let client = reqwest::Client::new();
+    let client = client();
 
     // The session takes the first request and holds it.
     let first = tokio::spawn({

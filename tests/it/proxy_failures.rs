@@ -1,11 +1,11 @@
 //! Failure handling through the real proxy: backend death, retries, draining, limits, config errors, metrics.
 
-mod common;
-
-use std::process::Command;
 use std::time::Duration;
 
-use common::{backends_yaml, client, load, Backend, Behaviour, Gantry};
+use crate::support::backend::{backends_yaml, Backend, Behaviour};
+use crate::support::gantry::command;
+use crate::support::load::load;
+use crate::support::{client, until, Gantry};
 
 fn config(policy: &str, backends: &str, extra: &str) -> String {
     format!(
@@ -31,11 +31,14 @@ async fn killed_backend_costs_no_client_request_and_comes_back() {
         },
     )
     .await;
-    let g = Gantry::start(&config(
+    // Requests cut off by the kill may eject `a` before it is marked down: its
+    // ejection (10 s by default) must end well within the wait for it below.
+    let g = Gantry::proxy(&config(
         "round_robin",
         &backends_yaml(&[(&a, 1), (&b, 1)]),
-        "",
+        "    outlier: {base_ejection: 1s}\n",
     ))
+    .start()
     .await;
     let url = format!("{}/x", g.url);
     let stream = tokio::spawn({
@@ -72,16 +75,13 @@ async fn killed_backend_costs_no_client_request_and_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
-    let a = Backend::start(
-        "a",
-        Behaviour {
-            delay: Duration::from_millis(800),
-            status: None,
-        },
-    )
-    .await;
+    let a = Backend::start("a", Behaviour::default()).await;
+    // `a` answers the slow request only once it has been removed and `b` took over.
+    let held = a.hold();
     let b = Backend::start("b", Behaviour::default()).await;
-    let g = Gantry::start(&config("round_robin", &backends_yaml(&[(&a, 1)]), "")).await;
+    let g = Gantry::proxy(&config("round_robin", &backends_yaml(&[(&a, 1)]), ""))
+        .start()
+        .await;
     let c = client();
     let slow = tokio::spawn({
         let (c, url) = (c.clone(), format!("{}/slow", g.url));
@@ -90,7 +90,13 @@ async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a_ref = &a;
+    until(
+        "the slow request at a",
+        Duration::from_secs(10),
+        || async move { a_ref.hits() == 1 },
+    )
+    .await;
     let added = c
         .post(format!("{}/admin/pools/p/backends", g.admin))
         .json(&serde_json::json!({"addr": b.addr.to_string()}))
@@ -112,6 +118,7 @@ async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
     let (results, counts) = load(&format!("{}/x", g.url), 20, 4).await;
     assert!(results.iter().all(|r| r == &Ok(200)));
     assert_eq!(counts.get("b"), Some(&20), "{counts:?}");
+    drop(held);
     assert_eq!(slow.await.unwrap(), (200, "a 0".to_string()));
     g.wait_state("p", a.addr, None).await;
     // Bad admin input gets a 4xx with a message.
@@ -152,7 +159,7 @@ async fn limits_and_errors_have_their_status_and_message() {
         backends_yaml(&[(&ok, 1)]),
         backends_yaml(&[(&slow, 1)]),
     );
-    let g = Gantry::start(&yaml).await;
+    let g = Gantry::proxy(&yaml).start().await;
     let c = client();
     let r = c
         .post(format!("{}/small", g.url))
@@ -211,11 +218,12 @@ async fn metrics_report_traffic() {
         },
     )
     .await;
-    let g = Gantry::start(&config(
+    let g = Gantry::proxy(&config(
         "round_robin",
         &backends_yaml(&[(&a, 1), (&bad, 1)]),
         "",
     ))
+    .start()
     .await;
     let (results, _) = load(&format!("{}/x", g.url), 20, 2).await;
     // Five consecutive 5xx eject `bad` (default outlier settings); `a` takes the rest.
@@ -270,7 +278,7 @@ async fn metrics_report_traffic() {
 /// Runs `gantry proxy` on a file holding `yaml`; returns the exit code and stderr.
 fn proxy_with(path: &std::path::Path, yaml: &str) -> (Option<i32>, String) {
     std::fs::write(path, yaml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let out = command()
         .args(["proxy", "--config"])
         .arg(path)
         .output()

@@ -1,5 +1,4 @@
 //! Support for the worker tests: the shipped model, the ONNX Runtime library, and a worker on 127.0.0.1:0.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

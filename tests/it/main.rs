@@ -1,0 +1,21 @@
+//! The integration tests, one binary: the real `gantry` binary, real backends on 127.0.0.1:0,
+//! real Prometheus, Redis and Docker engine. One module per area; shared code in `support`.
+
+mod support;
+
+mod cache_redis;
+mod first_run;
+mod model_golden;
+mod observability;
+mod proxy_balancing;
+mod proxy_cache;
+mod proxy_failures;
+mod scaler_docker;
+mod scaler_local;
+mod scaler_policies;
+mod tidy;
+mod worker_batching;
+mod worker_cli;
+mod worker_golden;
+mod worker_http;
+mod worker_image;
