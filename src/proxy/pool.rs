@@ -145,6 +145,11 @@ pub enum Outcome {
     Timeout,
     /// Anything else on the way.
     Error,
+    /// `503` with `Retry-After`: the backend sheds load (its queue is full).
+    /// Load, not a failure: never counted toward ejection.
+    Shed,
+    /// The client went away: not the backend's doing, never counted.
+    ClientGone,
 }
 
 impl Outcome {
@@ -156,7 +161,15 @@ impl Outcome {
             Outcome::ConnectError => "connect_error",
             Outcome::Timeout => "timeout",
             Outcome::Error => "error",
+            Outcome::Shed => "shed",
+            Outcome::ClientGone => "client_gone",
         }
+    }
+
+    /// Whether it says anything about the backend's health (a streak of
+    /// failures ejects it; a success ends the streak).
+    pub fn judges_backend(self) -> bool {
+        !matches!(self, Outcome::Shed | Outcome::ClientGone)
     }
 }
 

@@ -165,8 +165,10 @@ impl Gantry {
         let (Some(pool), Some(lease)) = (&ctx.pool, ctx.lease.take()) else {
             return;
         };
-        let ok = outcome == Outcome::Ok;
-        pool.record_outcome(&lease.backend, ok, Instant::now());
+        if outcome.judges_backend() {
+            let ok = outcome == Outcome::Ok;
+            pool.record_outcome(&lease.backend, ok, Instant::now());
+        }
         lease.backend.count_outcome(outcome);
     }
 
@@ -187,6 +189,15 @@ impl Gantry {
         }
     }
 
+    /// An eligible backend of the pool this request has not tried yet.
+    fn has_untried(ctx: &Ctx) -> bool {
+        ctx.pool.as_ref().is_some_and(|p| {
+            p.eligible(Instant::now())
+                .iter()
+                .any(|b| !ctx.tried.contains(&b.addr))
+        })
+    }
+
     fn may_retry(&self, session: &Session, ctx: &Ctx) -> bool {
         let attempts = ctx.pool.as_ref().map_or(1, |p| p.config.attempts);
         let method_ok = ctx.idempotent || session.req_header().method.is_idempotent();
@@ -198,6 +209,9 @@ impl Gantry {
 }
 
 fn outcome_of(e: &Error) -> Outcome {
+    if e.esource() == &ErrorSource::Downstream {
+        return Outcome::ClientGone;
+    }
     match e.etype() {
         ErrorType::ConnectTimedout
         | ErrorType::ConnectRefused
@@ -309,25 +323,36 @@ impl ProxyHttp for Gantry {
         let mut e = e.more_context(format!("Peer: {peer}"));
         let outcome = outcome_of(&e);
         self.finish_attempt(ctx, outcome);
-        // A timeout is not retried: the backend may still be working on it.
-        let retry = outcome != Outcome::Timeout && self.may_retry(session, ctx);
+        // A timeout is not retried: the backend may still be working on it;
+        // nor is a request whose client is gone.
+        let retry = !matches!(outcome, Outcome::Timeout | Outcome::ClientGone)
+            && self.may_retry(session, ctx);
         e.set_retry(retry);
         e
     }
 
     async fn upstream_response_filter(
         &self,
-        _s: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.response_started = true;
         let status = resp.status.as_u16();
         ctx.upstream_status = Some(status);
-        let outcome = if status >= 500 {
-            Outcome::Http5xx
-        } else {
-            Outcome::Ok
+        let shed = status == 503 && resp.headers.contains_key(http::header::RETRY_AFTER);
+        if shed && self.may_retry(session, ctx) && Self::has_untried(ctx) {
+            // Load shedding: another backend may have room. Nothing has
+            // reached the client yet; the error retries the request.
+            self.finish_attempt(ctx, Outcome::Shed);
+            let mut e = Error::explain(ErrorType::HTTPStatus(503), "backend shedding load");
+            e.set_retry(true);
+            return Err(e);
+        }
+        ctx.response_started = true;
+        let outcome = match status {
+            _ if shed => Outcome::Shed,
+            500.. => Outcome::Http5xx,
+            _ => Outcome::Ok,
         };
         self.finish_attempt(ctx, outcome);
         if let Some(c) = &mut ctx.cache {

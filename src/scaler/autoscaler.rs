@@ -358,6 +358,15 @@ impl Autoscaler {
             }
         };
         self.backoff.ok();
+        // Deaths already reported carry their reason: take them before
+        // calling the rest of the missing replicas merely gone.
+        loop {
+            match self.deaths.try_recv() {
+                Ok(d) if d.replica.pool == self.pool => self.on_death(d.replica, &d.reason).await,
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
         let gone: Vec<Replica> = self
             .replicas
             .values()

@@ -87,6 +87,7 @@ async fn every_dashboard_query_returns_data_and_rules_load() {
         Behaviour {
             delay: Duration::ZERO,
             status: Some(503),
+            retry_after: None,
         },
     )
     .await;
@@ -229,6 +230,7 @@ async fn cache_dashboard_shows_every_tier() {
         Behaviour {
             delay: Duration::from_millis(50),
             status: None,
+            retry_after: None,
         },
     )
     .await;

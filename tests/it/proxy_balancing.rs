@@ -71,6 +71,7 @@ async fn stagger_with_slow_backend(policy: &str) -> (u64, u64) {
         Behaviour {
             delay: Duration::from_millis(300),
             status: None,
+            retry_after: None,
         },
     )
     .await;

@@ -20,6 +20,7 @@ async fn killed_backend_costs_no_client_request_and_comes_back() {
         Behaviour {
             delay: Duration::from_millis(5),
             status: None,
+            retry_after: None,
         },
     )
     .await;
@@ -28,6 +29,7 @@ async fn killed_backend_costs_no_client_request_and_comes_back() {
         Behaviour {
             delay: Duration::from_millis(5),
             status: None,
+            retry_after: None,
         },
     )
     .await;
@@ -143,6 +145,111 @@ async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
         .contains("no pool named `nope`"));
 }
 
+/// The value of the metric line starting with `prefix` (0 when absent).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Regression: a worker's queue-full `503` + `Retry-After` counted as a
+/// failure, so a spike ejected the busiest workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shedding_backend_is_retried_elsewhere_and_never_ejected() {
+    let shedding = Backend::start(
+        "shedding",
+        Behaviour {
+            delay: Duration::ZERO,
+            status: Some(503),
+            retry_after: Some(1),
+        },
+    )
+    .await;
+    let fine = Backend::start("fine", Behaviour::default()).await;
+    let g = Gantry::proxy(&config(
+        "round_robin",
+        &backends_yaml(&[(&shedding, 1), (&fine, 1)]),
+        "",
+    ))
+    .start()
+    .await;
+    let (results, _) = load(&format!("{}/x", g.url), 60, 3).await;
+    let failed = results.iter().filter(|r| *r != &Ok(200)).count();
+    assert_eq!(
+        failed, 0,
+        "every shed request is answered by the other backend"
+    );
+    assert!(shedding.hits() > 0, "round robin sent requests to it");
+    assert_eq!(
+        g.backend_state("p", shedding.addr).await.as_deref(),
+        Some("up"),
+        "shedding is load, not failure"
+    );
+    let m = g.metrics().await;
+    let addr = shedding.addr;
+    let shed = metric(
+        &m,
+        &format!(
+            "gantry_upstream_requests_total{{backend=\"{addr}\",outcome=\"shed\",pool=\"p\"}}"
+        ),
+    );
+    assert_eq!(shed, shedding.hits() as f64, "{m}");
+    let ejected = format!("gantry_ejections_total{{backend=\"{addr}\",pool=\"p\"}}");
+    assert_eq!(metric(&m, &ejected), 0.0, "{m}");
+}
+
+/// Regression: clients hanging up with requests in flight were counted as
+/// backend errors, retried on other backends, and ejected healthy ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_is_not_the_backends_fault() {
+    let slow = Behaviour {
+        delay: Duration::from_millis(400),
+        ..Behaviour::default()
+    };
+    let (a, b) = (
+        Backend::start("a", slow.clone()).await,
+        Backend::start("b", slow).await,
+    );
+    let g = Gantry::proxy(&config(
+        "round_robin",
+        &backends_yaml(&[(&a, 1), (&b, 1)]),
+        "    outlier: {consecutive_failures: 2}\n",
+    ))
+    .start()
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    for i in 0..8 {
+        let r = impatient.get(format!("{}/x/{i}", g.url)).send().await;
+        assert!(r.is_err(), "the client gives up first");
+    }
+    g.until(
+        "requests in flight finished",
+        Duration::from_secs(10),
+        || async {
+            let m = g.metrics().await;
+            (metric(&m, "gantry_active_connections ") == 0.0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        a.hits() + b.hits(),
+        8,
+        "no request was sent to a second backend"
+    );
+    let m = g.metrics().await;
+    assert_eq!(metric(&m, "gantry_retries_total{pool=\"p\"}"), 0.0, "{m}");
+    for backend in [&a, &b] {
+        assert_eq!(
+            g.backend_state("p", backend.addr).await.as_deref(),
+            Some("up")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_and_errors_have_their_status_and_message() {
     let slow = Backend::start(
@@ -150,6 +257,7 @@ async fn limits_and_errors_have_their_status_and_message() {
         Behaviour {
             delay: Duration::from_secs(2),
             status: None,
+            retry_after: None,
         },
     )
     .await;
@@ -215,6 +323,7 @@ async fn metrics_report_traffic() {
         Behaviour {
             delay: Duration::ZERO,
             status: Some(500),
+            retry_after: None,
         },
     )
     .await;

@@ -189,7 +189,6 @@ impl Runtime for LocalRuntime {
         tokio::spawn(async move {
             tokio::select! {
                 status = child.wait() => {
-                    lock(&children).remove(&r.id);
                     let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                     let lines = match stderr {
                         // EOF follows the exit, unless a grandchild holds the pipe.
@@ -205,7 +204,11 @@ impl Runtime for LocalRuntime {
                         None => status,
                     };
                     tracing::warn!(replica = %r.id, reason = %reason, "Worker process exited");
+                    // The death first: a list that no longer has the child
+                    // finds its death (and reason) already sent.
+                    let id = r.id.clone();
                     let _ = deaths.send(Death { replica: r, reason });
+                    lock(&children).remove(&id);
                 }
                 ack = stop_rx => {
                     signal(&[pid], Signal::Term);

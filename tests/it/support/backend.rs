@@ -22,6 +22,8 @@ pub struct Behaviour {
     pub delay: Duration,
     /// Status for non-health requests (default 200).
     pub status: Option<u16>,
+    /// Sent as `Retry-After` when set (a shedding 503 says when to come back).
+    pub retry_after: Option<u32>,
 }
 
 /// A real HTTP backend that can be killed (all sockets closed at once) and restarted.
@@ -142,6 +144,10 @@ async fn handle(
     *resp.status_mut() = hyper::StatusCode::from_u16(b.status.unwrap_or(200)).unwrap();
     resp.headers_mut()
         .insert("x-backend", name.parse().unwrap());
+    if let Some(secs) = b.retry_after {
+        resp.headers_mut()
+            .insert("retry-after", secs.to_string().parse().unwrap());
+    }
     Ok(resp)
 }
 
