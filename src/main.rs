@@ -50,7 +50,7 @@ enum Command {
         /// The proxy's admin API.
         #[arg(long, default_value = "http://127.0.0.1:9090")]
         admin: String,
-        /// Bearer token for the admin API.
+        /// Bearer token for the admin API [default: the token a local proxy generated].
         #[arg(long, env = "GANTRY_ADMIN_TOKEN")]
         token: Option<String>,
         /// Serve `/metrics` and `/admin/scaler` on this address.

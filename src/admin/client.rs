@@ -54,7 +54,9 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    /// A client for `base` (like `http://127.0.0.1:9090`), each call bounded by 5 s.
+    /// A client for `base` (like `http://127.0.0.1:9090`), each call bounded
+    /// by 5 s; with no `token`, the one a proxy of this user generated for
+    /// that port ([`super::token::read_for`]).
     pub fn new(base: &str, token: Option<String>) -> AdminClient {
         AdminClient {
             base: base.trim_end_matches('/').to_string(),
@@ -113,7 +115,13 @@ impl AdminClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Reply, AdminError> {
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        // Without a token of its own, a client uses the one a local proxy
+        // generated (looked up each call: the proxy may start later).
+        let token = self
+            .token
+            .clone()
+            .or_else(|| super::token::read_for(&self.base));
+        let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = auth
             .as_deref()
             .map(|a| vec![("authorization", a)])

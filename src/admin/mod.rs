@@ -12,6 +12,7 @@
 //! (Prometheus HTTP service discovery); `GET /metrics`, `GET /health`.
 
 pub mod client;
+pub mod token;
 
 use std::collections::BTreeMap;
 

@@ -15,6 +15,17 @@ use serde::Deserialize;
 use crate::yaml::{self, ConfigError, ConfigErrors, Source};
 pub use raw::{HealthConfig, OutlierConfig};
 
+/// The admin token's source (`admin.token`, `admin.token_env`, or neither).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminToken {
+    /// Written in the config.
+    Given(String),
+    /// Read from this environment variable at start.
+    Env(String),
+    /// Generated at start and kept in a file (loopback admin only).
+    Generate,
+}
+
 /// How a pool picks a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,8 +59,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener address.
     pub admin_listen: SocketAddr,
-    /// Token for mutating admin calls.
-    pub admin_token: Option<String>,
+    /// Where the token for mutating admin calls comes from.
+    pub admin_token: AdminToken,
     /// Proxy worker threads.
     pub threads: usize,
     /// Pools in name order.
@@ -144,6 +155,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
     };
     let listen = addr("listen", &raw.listen);
     let admin_listen = addr("admin.listen", &raw.admin.listen);
+    let admin_token = admin_token(&raw.admin, admin_listen, src, &mut errors);
     if raw.threads == 0 {
         errors.push(src.error("threads", "must be at least 1"));
     }
@@ -181,7 +193,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
         (Some(listen), Some(admin_listen), true) => Ok(Config {
             listen,
             admin_listen,
-            admin_token: raw.admin.token,
+            admin_token,
             threads: raw.threads,
             pools,
             routes,
@@ -190,6 +202,35 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
         }),
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// Where the admin token comes from; a non-loopback admin address needs one
+/// configured (a generated one would let anyone on the network race for it).
+fn admin_token(
+    admin: &raw::RawAdmin,
+    listen: Option<SocketAddr>,
+    src: &Source,
+    errors: &mut Vec<ConfigError>,
+) -> AdminToken {
+    let token = match (&admin.token, &admin.token_env) {
+        (Some(_), Some(_)) => {
+            errors.push(src.error("admin.token_env", "give `token` or `token_env`, not both"));
+            AdminToken::Generate
+        }
+        (Some(t), None) if t.trim().is_empty() => {
+            errors.push(src.error("admin.token", "must not be empty"));
+            AdminToken::Generate
+        }
+        (Some(t), None) => AdminToken::Given(t.trim().to_string()),
+        (None, Some(var)) => AdminToken::Env(var.clone()),
+        (None, None) => AdminToken::Generate,
+    };
+    if token == AdminToken::Generate && listen.is_some_and(|a| !a.ip().is_loopback()) {
+        let msg = "a non-loopback admin address needs `admin.token_env` (or `admin.token`): \
+                   mutating admin calls would be open to the network";
+        errors.push(src.error("admin.listen", msg));
+    }
+    token
 }
 
 fn names(pools: &[PoolConfig]) -> String {

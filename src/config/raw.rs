@@ -44,9 +44,15 @@ pub struct RawAdmin {
     /// Address of the admin API. Default `127.0.0.1:9090` (loopback only).
     #[serde(default = "default_admin_listen")]
     pub listen: String,
-    /// Bearer token required by mutating admin calls; none means loopback trust.
+    /// Bearer token for mutating admin calls. Default: none configured, so one
+    /// is generated at start and written to a file only this user can read
+    /// (its path is logged). Prefer `token_env` to a token in the file.
     #[serde(default)]
     pub token: Option<String>,
+    /// Environment variable holding the token, read at start (e.g.
+    /// `GANTRY_ADMIN_TOKEN`). Default none.
+    #[serde(default)]
+    pub token_env: Option<String>,
 }
 
 impl Default for RawAdmin {
@@ -54,6 +60,7 @@ impl Default for RawAdmin {
         RawAdmin {
             listen: default_admin_listen(),
             token: None,
+            token_env: None,
         }
     }
 }

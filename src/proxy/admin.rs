@@ -7,8 +7,10 @@
 //! the journal of a scaler in this process (through [`ScalerView`]; `{}` when
 //! none). `GET /admin/cache` shows the cache tiers; `POST /admin/cache/purge`
 //! with `{"key": "pool:/path:hash"}`, `{"prefix": "pool:/path:"}` or
-//! `{"all": true}` purges every tier. When a token is set, mutating calls need
-//! `Authorization: Bearer <token>`. Errors are an [`ErrorBody`] with a code.
+//! `{"all": true}` purges every tier. Mutating calls always need
+//! `Authorization: Bearer <token>` (configured, or generated at start: see
+//! [`crate::admin::token`]); reads (`/metrics`, `/health`, the lists) are
+//! open. Errors are an [`ErrorBody`] with a code.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,8 +32,8 @@ use axum::{Json, Router};
 pub struct AdminState {
     /// The proxy's pools.
     pub pools: Arc<Pools>,
-    /// Required bearer token for mutating calls, if any.
-    pub token: Option<Arc<str>>,
+    /// The bearer token mutating calls need.
+    pub token: Arc<str>,
     /// The response cache, when on.
     pub cache: Option<crate::cache::Cache>,
     /// The journal of a scaler running in this process, if one does.
@@ -87,14 +89,11 @@ async fn scaler_journal(State(state): State<AdminState>) -> Json<ScalerJournal> 
 }
 
 fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = &state.token else {
-        return Ok(());
-    };
     let given = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(&**token) {
+    if given.is_some_and(|g| crate::admin::token::matches(g, &state.token)) {
         Ok(())
     } else {
         Err(Box::new(error(

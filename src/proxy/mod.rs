@@ -29,7 +29,7 @@ use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 
 use self::tasks::{until_shutdown, Supervisor};
-use crate::config::Config;
+use crate::config::{AdminToken, Config};
 use crate::metrics::system::SystemCollector;
 pub use pool::{Pool, PoolError, Pools};
 
@@ -63,6 +63,9 @@ pub enum ProxyError {
     /// The response cache could not be opened.
     #[error("cannot open the response cache: {0}")]
     Cache(crate::cache::CacheError),
+    /// The admin token could not be had.
+    #[error("admin token: {0}")]
+    AdminToken(String),
 }
 
 impl From<crate::cache::CacheError> for ProxyError {
@@ -163,8 +166,34 @@ pub struct Proxy {
     admin: std::net::TcpListener,
     extra: Vec<(&'static str, Task)>,
     scaler: Option<Arc<dyn crate::admin::ScalerView>>,
+    /// The bearer token of mutating admin calls.
+    token: Arc<str>,
     /// The response cache, when enabled and some route uses it.
     cache: Option<crate::cache::Cache>,
+}
+
+/// The admin token: configured, from the environment, or generated and
+/// written where local clients of this user find it.
+fn admin_token(source: &AdminToken, port: u16) -> Result<Arc<str>, ProxyError> {
+    use crate::admin::token;
+    match source {
+        AdminToken::Given(t) => Ok(Arc::from(t.as_str())),
+        AdminToken::Env(var) => match std::env::var(var) {
+            Ok(t) if !t.trim().is_empty() => Ok(Arc::from(t.trim())),
+            _ => Err(ProxyError::AdminToken(format!(
+                "`admin.token_env` names {var}, which is not set"
+            ))),
+        },
+        AdminToken::Generate => {
+            let t = token::generate();
+            let path = token::default_path(port);
+            token::write(&path, &t).map_err(|e| {
+                ProxyError::AdminToken(format!("cannot write {}: {e}", path.display()))
+            })?;
+            tracing::info!(file = %path.display(), "Admin token generated (mutating admin calls need it)");
+            Ok(Arc::from(t))
+        }
+    }
 }
 
 impl Proxy {
@@ -182,6 +211,10 @@ impl Proxy {
                 addr: config.admin_listen,
                 cause: source,
             })?;
+        let port = admin
+            .local_addr()
+            .map_or(config.admin_listen.port(), |a| a.port());
+        let token = admin_token(&config.admin_token, port)?;
         let pools = Arc::new(Pools::from_config(&config));
         let mut extra: Vec<(&'static str, Task)> = Vec::new();
         let cached = config.routes.iter().any(|r| r.cache.is_some());
@@ -201,6 +234,7 @@ impl Proxy {
             admin,
             extra,
             scaler: None,
+            token,
             cache,
         })
     }
@@ -263,7 +297,7 @@ impl Proxy {
             admin: Mutex::new(Some(self.admin)),
             state: admin::AdminState {
                 pools: self.pools.clone(),
-                token: self.config.admin_token.as_deref().map(Arc::from),
+                token: self.token.clone(),
                 cache: self.cache.clone(),
                 scaler: self.scaler.clone(),
             },

@@ -99,8 +99,23 @@ async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
         || async move { a_ref.hits() == 1 },
     )
     .await;
+    let token = g.admin_token();
+    let anonymous = c
+        .post(format!("{}/admin/pools/p/backends", g.admin))
+        .json(&serde_json::json!({"addr": b.addr.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "mutations need the token by default"
+    );
+    let body: serde_json::Value = anonymous.json().await.unwrap();
+    assert_eq!(body["code"], "unauthorized", "{body}");
     let added = c
         .post(format!("{}/admin/pools/p/backends", g.admin))
+        .bearer_auth(&token)
         .json(&serde_json::json!({"addr": b.addr.to_string()}))
         .send()
         .await
@@ -109,6 +124,7 @@ async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
     g.wait_state("p", b.addr, Some("up")).await;
     let removed = c
         .delete(format!("{}/admin/pools/p/backends/{}", g.admin, a.addr))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
@@ -126,6 +142,7 @@ async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
     // Bad admin input gets a 4xx with a message.
     let bad = c
         .post(format!("{}/admin/pools/p/backends", g.admin))
+        .bearer_auth(&token)
         .body("{")
         .header("content-type", "application/json")
         .send()
@@ -134,6 +151,7 @@ async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
     assert_eq!(bad.status(), 400);
     let unknown = c
         .delete(format!("{}/admin/pools/nope/backends/{}", g.admin, b.addr))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
@@ -419,6 +437,13 @@ fn bad_config_is_refused_with_file_line_and_field() {
     assert_eq!(code, Some(2));
     assert!(
         err.contains("bad.yaml:3:13: pools.p.policy: unknown variant `fastest`"),
+        "{err}"
+    );
+    // An admin API on the network without a configured token is refused.
+    let (code, err) = proxy_with(&path, "admin:\n  listen: 0.0.0.0:9\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("bad.yaml:2:3: admin.listen: a non-loopback admin address needs"),
         "{err}"
     );
 }

@@ -220,14 +220,24 @@ async fn unreachable_docker_keeps_the_proxy_serving() {
 
 #[test]
 fn compose_file_is_valid() {
-    let out = Command::new("docker-compose")
-        .args(["-f", "docker-compose.yml", "config", "-q"])
-        .current_dir(root())
-        .output()
-        .expect("docker-compose runs");
+    let config = |token: Option<&str>| {
+        let mut c = Command::new("docker-compose");
+        c.args(["-f", "docker-compose.yml", "config", "-q"])
+            .current_dir(root())
+            .env_remove("GANTRY_ADMIN_TOKEN");
+        if let Some(t) = token {
+            c.env("GANTRY_ADMIN_TOKEN", t);
+        }
+        c.output().expect("docker-compose runs")
+    };
+    let out = config(Some("a-long-random-string"));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // No admin token, no stack: the admin API listens on the compose network.
+    let out = config(None);
+    assert!(!out.status.success(), "compose ran without an admin token");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GANTRY_ADMIN_TOKEN"));
 }

@@ -203,6 +203,11 @@ impl Gantry {
         until_or(what, within, check, || self.tail()).await
     }
 
+    /// The admin token the proxy generated (none was configured).
+    pub fn admin_token(&self) -> String {
+        gantry::admin::token::read_for(&self.admin).expect("a generated admin token on file")
+    }
+
     /// Everything the child wrote to stderr.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
