@@ -63,6 +63,8 @@ pub struct Config {
     pub admin_token: AdminToken,
     /// Proxy worker threads.
     pub threads: usize,
+    /// Request head limits.
+    pub limits: raw::Limits,
     /// Pools in name order.
     pub pools: Vec<PoolConfig>,
     /// Routes, longest prefix first.
@@ -159,6 +161,12 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
     if raw.threads == 0 {
         errors.push(src.error("threads", "must be at least 1"));
     }
+    if raw.limits.max_header_bytes < 1024 {
+        errors.push(src.error("limits.max_header_bytes", "must be at least 1024"));
+    }
+    if raw.limits.max_headers == 0 {
+        errors.push(src.error("limits.max_headers", "must be at least 1"));
+    }
     let pools: Vec<PoolConfig> = raw
         .pools
         .into_iter()
@@ -195,6 +203,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             admin_listen,
             admin_token,
             threads: raw.threads,
+            limits: raw.limits,
             pools,
             routes,
             cache,

@@ -23,6 +23,9 @@ pub struct RawConfig {
     /// Worker threads for the proxy service. Default 2.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Limits on what a client may send.
+    #[serde(default)]
+    pub limits: Limits,
     /// Backend pools by name.
     #[serde(default)]
     pub pools: BTreeMap<String, RawPool>,
@@ -35,6 +38,36 @@ pub struct RawConfig {
     /// The auto-scaler (`gantry up`, `gantry scaler`): policies and runtime. Default none.
     #[serde(default)]
     pub scaler: Option<crate::scaler::config::ScalerConfig>,
+}
+
+/// Limits on a client's request head; past them the answer is `431`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head (request line and every header, names and
+    /// values). Default 32 KiB, nginx's `large_client_header_buffers`.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most request headers. Default 100, as in HAProxy's `tune.http.maxhdr` (101).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+        }
+    }
+}
+
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+
+fn default_max_headers() -> usize {
+    100
 }
 
 /// The admin listener.

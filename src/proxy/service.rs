@@ -36,6 +36,8 @@ pub struct Gantry {
     pools: Arc<Pools>,
     /// The response cache, when any route is cached.
     cache: Option<Arc<CacheFront>>,
+    /// Request head limits.
+    limits: crate::config::raw::Limits,
 }
 
 /// Per-request state.
@@ -82,7 +84,25 @@ impl Gantry {
                 .collect(),
             pools,
             cache: None,
+            limits: config.limits,
         }
+    }
+
+    /// Why the request head is over the limits, if it is.
+    fn head_too_large(&self, req: &pingora::http::RequestHeader) -> Option<String> {
+        let l = &self.limits;
+        if req.headers.len() > l.max_headers {
+            return Some(format!("more than {} request headers", l.max_headers));
+        }
+        let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len());
+        let line = req.method.as_str().len() + target + 12;
+        let headers: usize = req
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        (line + headers > l.max_header_bytes)
+            .then(|| format!("request head larger than {} bytes", l.max_header_bytes))
     }
 
     /// Serves cached routes from `front`.
@@ -118,6 +138,10 @@ impl Gantry {
 
     /// Routes and admits a request: limits, cache lookup, holding for a backend.
     async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Phase> {
+        if let Some(msg) = self.head_too_large(session.req_header()) {
+            session.set_keepalive(None);
+            return Self::reject(session, ctx, 431, "head_too_large", msg).await;
+        }
         let Some((index, route)) = self.route(session.req_header().uri.path()) else {
             let msg = format!("no route for {}", session.req_header().uri.path());
             return Self::reject(session, ctx, 404, "no_route", msg).await;

@@ -331,6 +331,37 @@ async fn limits_and_errors_have_their_status_and_message() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+    // Request heads past the limits get 431 with a message, as nginx and HAProxy do.
+    let r = c
+        .get(format!("{}/small", g.url))
+        .header("x-big", "a".repeat(40 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("request head larger than 32768 bytes"));
+    let mut many = c.get(format!("{}/small", g.url));
+    for i in 0..101 {
+        many = many.header(format!("x-h{i}"), "1");
+    }
+    let r = many.send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("more than 100 request headers"));
+    let r = c
+        .get(format!("{}/small", g.url))
+        .header("x-fine", "a".repeat(16 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 431, "a 16 KiB header is within the limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
