@@ -6,7 +6,8 @@
 //! cut at the command timeout and goes through the [`Breaker`], so a down or
 //! slow Redis costs at most one timeout per caller until the circuit opens,
 //! and nothing after that. fred reconnects by itself; the half-open probe
-//! notices when it has.
+//! notices when it has. Purges travel between proxies on a pub/sub channel
+//! ([`RemoteStore::publish`], [`RemoteStore::subscribe`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::scan::Scanner;
 use futures::StreamExt;
@@ -26,6 +28,18 @@ use super::config::RedisConfig;
 use super::entry::CachedResponse;
 use super::key::CacheKey;
 use crate::metrics::cache as m;
+
+/// What a subscription delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message published on the channel.
+    Message(String),
+    /// Messages may have been missed (a reconnect, or a slow reader).
+    Missed,
+}
+
+/// Events a subscription buffers before it reports [`Event::Missed`].
+pub const EVENTS: usize = 1024;
 
 /// Errors from the remote store.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +75,15 @@ pub trait RemoteStore: Send + Sync + 'static {
     async fn del(&self, key: &str) -> Result<u64, RemoteError>;
     /// Deletes every key starting with `prefix` (with `SCAN`, never `KEYS`).
     async fn del_prefix(&self, prefix: &str) -> Result<u64, RemoteError>;
+    /// Publishes `message` on `channel`.
+    async fn publish(&self, _channel: &str, _message: &str) -> Result<(), RemoteError> {
+        Ok(())
+    }
+    /// Messages on `channel` from now on, for as long as the store lives;
+    /// `None` when the store has no pub/sub.
+    fn subscribe(&self, _channel: &str) -> Option<tokio::sync::mpsc::Receiver<Event>> {
+        None
+    }
     /// Starts connecting in the background (called on the runtime that keeps it).
     fn start(&self) {}
     /// Resolves once connected (at once for stores without connections).
@@ -75,6 +98,8 @@ pub struct FredStore {
     pool: Pool,
     /// One connection for admin purges, with the longer purge timeout.
     admin: Client,
+    /// Invalidations from other proxies; resubscribes after reconnects.
+    subscriber: SubscriberClient,
 }
 
 impl FredStore {
@@ -96,7 +121,12 @@ impl FredStore {
         };
         let pool = build(cfg.command_timeout)?.build_pool(cfg.pool_size)?;
         let admin = build(cfg.purge_timeout)?.build()?;
-        Ok(FredStore { pool, admin })
+        let subscriber = build(cfg.purge_timeout)?.build_subscriber_client()?;
+        Ok(FredStore {
+            pool,
+            admin,
+            subscriber,
+        })
     }
 }
 
@@ -132,10 +162,51 @@ impl RemoteStore for FredStore {
         Ok(deleted)
     }
 
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), RemoteError> {
+        self.admin
+            .publish::<i64, _, _>(channel, message.to_string())
+            .await?;
+        Ok(())
+    }
+
+    fn subscribe(&self, channel: &str) -> Option<tokio::sync::mpsc::Receiver<Event>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENTS);
+        let sub = self.subscriber.clone();
+        let channel = channel.to_string();
+        tokio::spawn(async move {
+            let mut messages = sub.message_rx();
+            let _resubscribe = sub.manage_subscriptions();
+            while let Err(e) = sub.subscribe(channel.as_str()).await {
+                tracing::debug!(error = %e, "Cache invalidation channel: subscribing again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            // Reconnects from now on: the first connection lost nothing.
+            let mut reconnects = sub.reconnect_rx();
+            loop {
+                let event = tokio::select! {
+                    m = messages.recv() => match m {
+                        Ok(m) => Event::Message(m.value.as_string().unwrap_or_default()),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::Missed,
+                        Err(_) => return,
+                    },
+                    r = reconnects.recv() => match r {
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::Missed,
+                        Err(_) => return,
+                    },
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Some(rx)
+    }
+
     fn start(&self) {
         // The connection tasks run until `quit`; their handles are not needed.
         drop(self.pool.connect());
         drop(self.admin.connect());
+        drop(self.subscriber.connect());
     }
 
     async fn ready(&self) -> Result<(), RemoteError> {
@@ -169,12 +240,25 @@ pub enum RemoteMode {
 }
 
 /// An in-memory [`RemoteStore`] for tests (no expiry: tests drive time with the cache clock).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryRemote {
     map: Mutex<HashMap<String, Bytes>>,
+    /// Published messages: (channel, message).
+    published: tokio::sync::broadcast::Sender<(String, String)>,
     mode: AtomicU8,
     /// Calls received, whatever the mode.
     pub calls: AtomicU64,
+}
+
+impl Default for MemoryRemote {
+    fn default() -> Self {
+        MemoryRemote {
+            map: Mutex::default(),
+            published: tokio::sync::broadcast::channel(EVENTS).0,
+            mode: AtomicU8::new(0),
+            calls: AtomicU64::new(0),
+        }
+    }
 }
 
 impl MemoryRemote {
@@ -228,6 +312,32 @@ impl RemoteStore for MemoryRemote {
         let before = map.len();
         map.retain(|k, _| !k.starts_with(prefix));
         Ok((before - map.len()) as u64)
+    }
+
+    async fn publish(&self, channel: &str, message: &str) -> Result<(), RemoteError> {
+        self.gate().await?;
+        let _ = self.published.send((channel.into(), message.into()));
+        Ok(())
+    }
+
+    fn subscribe(&self, channel: &str) -> Option<tokio::sync::mpsc::Receiver<Event>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(EVENTS);
+        let mut published = self.published.subscribe();
+        let channel = channel.to_string();
+        tokio::spawn(async move {
+            loop {
+                let event = match published.recv().await {
+                    Ok((c, m)) if c == channel => Event::Message(m),
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::Missed,
+                    Err(_) => return,
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Some(rx)
     }
 }
 
@@ -351,6 +461,23 @@ impl RedisTier {
         {
             tracing::debug!(error = %e, "Redis cache store skipped");
         }
+    }
+
+    /// Tells the other proxies sharing this Redis to drop `what` from their
+    /// own tiers (admin; bounded by the purge timeout).
+    pub async fn publish_invalidation(&self, message: &str) -> Result<(), RemoteError> {
+        let channel = self.channel();
+        self.admin(self.store.publish(&channel, message)).await
+    }
+
+    /// Invalidations published by the proxies sharing this Redis.
+    pub fn invalidations(&self) -> Option<tokio::sync::mpsc::Receiver<Event>> {
+        self.store.subscribe(&self.channel())
+    }
+
+    /// The channel of this namespace's invalidations.
+    fn channel(&self) -> String {
+        format!("{}invalidate", self.namespace)
     }
 
     /// Deletes one key (admin; ignores the breaker, bounded by the purge timeout).

@@ -623,3 +623,49 @@ async fn a_fill_in_flight_during_a_purge_is_not_stored() {
     assert!(r.remote.keys().is_empty());
     r.close().await;
 }
+
+/// A purge on one cache reaches another sharing the same Redis: it drops its
+/// memory copy, which it would otherwise serve for the entry's TTL.
+#[tokio::test]
+async fn a_purge_reaches_the_other_caches_sharing_redis() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let remote = Arc::new(MemoryRemote::default());
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let a = rig_with(
+        &dir_a,
+        remote.clone(),
+        clock.clone(),
+        Duration::from_secs(30),
+    );
+    let b = rig_with(
+        &dir_b,
+        remote.clone(),
+        clock.clone(),
+        Duration::from_secs(30),
+    );
+    let k = key("shared");
+    a.fill(&k, a.entry("bad verdict", 60_000)).await;
+    for _ in 0..1000 {
+        if !remote.keys().is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(x_cache(&b.lookup(&k).await), "HIT-L2");
+    assert_eq!(x_cache(&b.lookup(&k).await), "HIT-L1");
+    a.cache().purge(Purge::Key(k.as_str().to_string())).await;
+    let mut seen = "HIT-L1";
+    for _ in 0..1000 {
+        seen = x_cache(&b.lookup(&k).await);
+        if seen == "MISS" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        seen, "MISS",
+        "the other cache still serves the purged entry"
+    );
+    a.close().await;
+    b.close().await;
+}

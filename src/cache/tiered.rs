@@ -35,7 +35,7 @@ use super::disk::DiskTier;
 use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use super::memory::MemoryTier;
-use super::redis::{FredStore, RedisTier, RemoteLookup, RemoteStore};
+use super::redis::{Event, FredStore, RedisTier, RemoteLookup, RemoteStore};
 use super::CacheError;
 use crate::metrics::cache as m;
 
@@ -151,6 +151,26 @@ pub enum Purge {
     All,
 }
 
+impl Purge {
+    /// Its form on the invalidation channel: `key K`, `prefix P`, `all`.
+    fn message(&self) -> String {
+        match self {
+            Purge::Key(k) => format!("key {k}"),
+            Purge::Prefix(p) => format!("prefix {p}"),
+            Purge::All => "all".into(),
+        }
+    }
+
+    fn from_message(m: &str) -> Option<Purge> {
+        match m.split_once(' ') {
+            Some(("key", k)) => Some(Purge::Key(k.into())),
+            Some(("prefix", p)) => Some(Purge::Prefix(p.into())),
+            None if m == "all" => Some(Purge::All),
+            _ => None,
+        }
+    }
+}
+
 /// What a purge removed, per tier (`None`: tier off or failed, see `errors`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct PurgeReport {
@@ -187,6 +207,8 @@ struct Inner {
     generation: Arc<AtomicU64>,
     /// Ids of fill guards.
     next_fill: AtomicU64,
+    /// This cache's id on the invalidation channel (its own messages are skipped).
+    origin: u64,
     /// Dropped with the last `Cache` clone, which tells the worker to stop.
     _alive: oneshot::Sender<()>,
 }
@@ -286,6 +308,7 @@ impl Cache {
                 clock,
                 generation: Arc::new(AtomicU64::new(0)),
                 next_fill: AtomicU64::new(0),
+                origin: rand::random(),
                 _alive: alive,
             }),
         };
@@ -507,7 +530,46 @@ impl Cache {
     /// tier of this cache serves them: stores, promotions and lower-tier
     /// reads that began before or during it are dropped (the generation is
     /// bumped at its start and at its end).
+    /// With Redis, the other proxies sharing it are told to drop the same
+    /// entries from their memory and disk tiers.
     pub async fn purge(&self, what: Purge) -> PurgeReport {
+        let mut report = self.purge_tiers(what.clone(), true).await;
+        if let Some(l2) = &self.inner.l2 {
+            let message = format!("{} {}", self.inner.origin, what.message());
+            if let Err(e) = l2.publish_invalidation(&message).await {
+                report.errors.push(format!("l2 invalidation: {e}"));
+            }
+        }
+        report
+    }
+
+    /// What another proxy's purge asks of this one: the same, in L1 and L3.
+    async fn on_invalidation(&self, event: Event) {
+        match event {
+            Event::Message(m) => {
+                let Some((from, what)) = m.split_once(' ') else {
+                    return;
+                };
+                if from == self.inner.origin.to_string() {
+                    return;
+                }
+                let Some(what) = Purge::from_message(what) else {
+                    tracing::warn!(message = %m, "Unreadable cache invalidation");
+                    return;
+                };
+                tracing::info!(purge = ?what, "Cache purge from another proxy");
+                let _ = self.purge_tiers(what, false).await;
+            }
+            Event::Missed => {
+                // Invalidations may have been lost: memory could hold purged answers.
+                tracing::warn!("Cache invalidations may have been missed: memory tier cleared");
+                self.inner.generation.fetch_add(1, Ordering::SeqCst);
+                self.inner.l1.clear().await;
+            }
+        }
+    }
+
+    async fn purge_tiers(&self, what: Purge, with_l2: bool) -> PurgeReport {
         let inner = &self.inner;
         inner.generation.fetch_add(1, Ordering::SeqCst);
         let mut report = PurgeReport::default();
@@ -527,7 +589,7 @@ impl Cache {
                 Err(e) => report.errors.push(format!("l3: {e}")),
             }
         }
-        if let Some(l2) = &inner.l2 {
+        if let Some(l2) = inner.l2.as_ref().filter(|_| with_l2) {
             let r = match &what {
                 Purge::Key(k) => l2.remove(k).await,
                 Purge::Prefix(p) => l2.remove_prefix(p).await,
@@ -767,6 +829,22 @@ impl Worker {
                 }
             }
         };
+        let invalidations = {
+            let events = self
+                .cache
+                .inner
+                .l2
+                .as_ref()
+                .and_then(|l2| l2.invalidations());
+            let cache = Arc::downgrade(&self.cache.inner);
+            async move {
+                let Some(mut events) = events else { return };
+                while let Some(event) = events.recv().await {
+                    let Some(inner) = cache.upgrade() else { return };
+                    Cache { inner }.on_invalidation(event).await;
+                }
+            }
+        };
         let disk = self.cache.inner.l3.clone();
         let generation = self.cache.inner.generation.clone();
         let rx = self.disk_rx.take();
@@ -777,7 +855,16 @@ impl Worker {
             }
         };
         // Both end once every `Cache` clone is gone; the disk file is closed by then.
-        tokio::join!(maintain, writer);
+        let background = async {
+            tokio::join!(maintain, writer);
+        };
+        tokio::pin!(background);
+        tokio::select! {
+            _ = &mut background => {}
+            _ = invalidations => {
+                (&mut background).await;
+            }
+        }
     }
 }
 

@@ -606,3 +606,49 @@ async fn cache_warm_replays_a_file_through_the_proxy() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("warm.jsonl:1:"));
 }
+
+/// Two proxies sharing one Redis: a purge on one drops the other's memory
+/// and disk copies too (the invalidation travels on a Redis channel).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_on_one_proxy_reaches_another_sharing_redis() {
+    let origin = Origin::start().await;
+    let redis = RedisServer::start();
+    let top = format!("  redis: {{url: '{}'}}\n", redis.url());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |dir: &std::path::Path| {
+        let text = format!(
+            "  token: s3cret\n{}",
+            config(&origin, dir, "ttl: 60s", &top)
+        );
+        async move { Gantry::proxy(&text).start().await }
+    };
+    let (a, b) = (start(dir_a.path()).await, start(dir_b.path()).await);
+    let body = r#"{"url":"http://bad-verdict.example/"}"#;
+    assert_eq!(post(&a, body, &[]).await.x_cache, "MISS");
+    // B holds a copy in memory (from Redis, or its own miss if it asked
+    // before A's write landed there).
+    let first = b
+        .until("a copy in B's memory", Duration::from_secs(10), || async {
+            let r = post(&b, body, &[]).await;
+            (r.x_cache == "HIT-L1").then_some(r)
+        })
+        .await;
+    let before = origin.hits();
+    let purged = client()
+        .post(format!("{}/admin/cache/purge", a.admin))
+        .bearer_auth("s3cret")
+        .json(&serde_json::json!({"prefix": "analysis:"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 200);
+    // B drops its own copy: its next answer comes from the backend again.
+    let again = b
+        .until("B's copy purged", Duration::from_secs(10), || async {
+            let r = post(&b, body, &[]).await;
+            (r.x_cache == "MISS").then_some(r)
+        })
+        .await;
+    assert_ne!(again.body, first.body, "answered anew by the backend");
+    assert_eq!(origin.hits(), before + 1);
+}
