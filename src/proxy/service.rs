@@ -47,7 +47,11 @@ pub struct Ctx {
     idempotent: bool,
     tries: u32,
     tried: Vec<SocketAddr>,
+    /// The backend of the current attempt, held until the response has
+    /// finished (body included), so in-flight counts cover streaming.
     lease: Option<Lease>,
+    /// The current attempt's outcome is not recorded yet.
+    attempt_open: bool,
     body_bytes: u64,
     response_started: bool,
     upstream_status: Option<u16>,
@@ -186,7 +190,10 @@ impl Gantry {
 
     /// Records the outcome of the current attempt on its backend.
     fn finish_attempt(&self, ctx: &mut Ctx, outcome: Outcome) {
-        let (Some(pool), Some(lease)) = (&ctx.pool, ctx.lease.take()) else {
+        if !std::mem::replace(&mut ctx.attempt_open, false) {
+            return;
+        }
+        let (Some(pool), Some(lease)) = (&ctx.pool, ctx.lease.as_ref()) else {
             return;
         };
         if outcome.judges_backend() {
@@ -260,6 +267,7 @@ impl ProxyHttp for Gantry {
             tries: 0,
             tried: Vec::new(),
             lease: None,
+            attempt_open: false,
             body_bytes: 0,
             response_started: false,
             upstream_status: None,
@@ -309,6 +317,7 @@ impl ProxyHttp for Gantry {
         let addr = lease.backend.addr;
         ctx.tried.push(addr);
         ctx.lease = Some(lease);
+        ctx.attempt_open = true;
         let mut peer = HttpPeer::new(addr, false, String::new());
         let o = &mut peer.options;
         o.connection_timeout = Some(pool.config.connect_timeout);
@@ -330,6 +339,7 @@ impl ProxyHttp for Gantry {
             }
         }
         self.finish_attempt(ctx, outcome_of(&e));
+        ctx.lease = None;
         if self.may_retry(session, ctx) {
             e.set_retry(true);
         }
@@ -347,6 +357,7 @@ impl ProxyHttp for Gantry {
         let mut e = e.more_context(format!("Peer: {peer}"));
         let outcome = outcome_of(&e);
         self.finish_attempt(ctx, outcome);
+        ctx.lease = None;
         // A timeout is not retried: the backend may still be working on it;
         // nor is a request whose client is gone.
         let retry = !matches!(outcome, Outcome::Timeout | Outcome::ClientGone)
@@ -425,6 +436,7 @@ impl ProxyHttp for Gantry {
         Ctx: Send + Sync,
     {
         self.finish_attempt(ctx, outcome_of(e));
+        ctx.lease = None;
         let client_side = e.esource() == &ErrorSource::Downstream
             || matches!(e.etype(), ErrorType::HTTPStatus(c) if *c < 500);
         if !client_side

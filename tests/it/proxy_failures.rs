@@ -478,3 +478,32 @@ fn bad_config_is_refused_with_file_line_and_field() {
         "{err}"
     );
 }
+
+/// Regression: the backend lease ended when the response headers arrived, so
+/// a response still streaming its body counted as nothing in flight (for
+/// least-connections, P2C, the scaler's in-flight metric and draining).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_still_streaming_counts_as_in_flight() {
+    let a = Backend::start("a", Behaviour::default()).await;
+    let g = Gantry::proxy(&config("round_robin", &backends_yaml(&[(&a, 1)]), ""))
+        .start()
+        .await;
+    let inflight = || async {
+        let pools = g.pools().await.expect("GET /admin/pools");
+        pools[0]["backends"][0]["inflight"].as_u64()
+    };
+    let held = a.hold_bodies();
+    let resp = client()
+        .get(format!("{}/stream", g.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "headers arrived");
+    assert_eq!(inflight().await, Some(1), "the body is still on its way");
+    drop(held);
+    assert_eq!(resp.text().await.unwrap(), "a 0");
+    g.until("the lease ended", Duration::from_secs(10), || async {
+        (inflight().await == Some(0)).then_some(())
+    })
+    .await;
+}

@@ -26,6 +26,9 @@ pub struct Behaviour {
     pub retry_after: Option<u32>,
 }
 
+/// A body whose second half waits for a release (see [`Backend::hold_bodies`]).
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
 /// A real HTTP backend that can be killed (all sockets closed at once) and restarted.
 pub struct Backend {
     pub addr: SocketAddr,
@@ -40,6 +43,17 @@ struct Shared {
     hits: AtomicU64,
     /// True while a [`Hold`] keeps requests from being answered.
     held: watch::Sender<bool>,
+    /// True while a [`BodyHold`] keeps the end of response bodies back.
+    bodies_held: watch::Sender<bool>,
+}
+
+/// Keeps the second half of a backend's response bodies back until dropped.
+pub struct BodyHold(Arc<Shared>);
+
+impl Drop for BodyHold {
+    fn drop(&mut self) {
+        self.0.bodies_held.send_replace(false);
+    }
 }
 
 /// Keeps a backend's answers (not its health checks) back until dropped.
@@ -60,6 +74,7 @@ impl Backend {
             behaviour,
             hits: AtomicU64::new(0),
             held: watch::Sender::new(false),
+            bodies_held: watch::Sender::new(false),
         });
         let mut b = Backend {
             addr,
@@ -114,6 +129,13 @@ impl Backend {
         self.shared.hits.load(Ordering::Relaxed)
     }
 
+    /// From now until the [`BodyHold`] is dropped, responses send their
+    /// headers and half their body, then wait (a slow stream).
+    pub fn hold_bodies(&self) -> BodyHold {
+        self.shared.bodies_held.send_replace(true);
+        BodyHold(self.shared.clone())
+    }
+
     /// From now until the [`Hold`] is dropped, requests get no answer (they are counted
     /// as they arrive); health checks still do.
     pub fn hold(&self) -> Hold {
@@ -122,12 +144,9 @@ impl Backend {
     }
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    shared: Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
     if req.uri().path() == "/health" {
-        return Ok(Response::new(Full::new(Bytes::from_static(b"ok"))));
+        return Ok(Response::new(full(Bytes::from_static(b"ok"))));
     }
     shared.hits.fetch_add(1, Ordering::Relaxed);
     let b = &shared.behaviour;
@@ -140,7 +159,12 @@ async fn handle(
     let _ = shared.held.subscribe().wait_for(|held| !held).await;
     tokio::time::sleep(b.delay).await;
     let name = &shared.name;
-    let mut resp = Response::new(Full::new(Bytes::from(format!("{name} {}", body.len()))));
+    let text = Bytes::from(format!("{name} {}", body.len()));
+    let mut resp = Response::new(if *shared.bodies_held.borrow() {
+        held_body(text, shared.bodies_held.subscribe())
+    } else {
+        full(text)
+    });
     *resp.status_mut() = hyper::StatusCode::from_u16(b.status.unwrap_or(200)).unwrap();
     resp.headers_mut()
         .insert("x-backend", name.parse().unwrap());
@@ -157,4 +181,29 @@ pub fn backends_yaml(backends: &[(&Backend, u32)]) -> String {
         .iter()
         .map(|(b, w)| format!("      - {{addr: '{}', weight: {w}}}\n", b.addr))
         .collect()
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).boxed()
+}
+
+/// `text` in two chunks, the second once `held` turns false.
+fn held_body(text: Bytes, held: watch::Receiver<bool>) -> Body {
+    let mid = text.len() / 2;
+    let (first, second) = (text.slice(..mid), text.slice(mid..));
+    let chunks = futures::stream::unfold((0, held), move |(i, mut held)| {
+        let (first, second) = (first.clone(), second.clone());
+        async move {
+            let chunk = match i {
+                0 => first,
+                1 => {
+                    let _ = held.wait_for(|h| !h).await;
+                    second
+                }
+                _ => return None,
+            };
+            Some((Ok(hyper::body::Frame::data(chunk)), (i + 1, held)))
+        }
+    });
+    http_body_util::StreamBody::new(chunks).boxed()
 }

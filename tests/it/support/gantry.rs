@@ -226,7 +226,7 @@ impl Gantry {
     }
 
     /// `GET /admin/pools` as JSON.
-    async fn pools(&self) -> Result<serde_json::Value, reqwest::Error> {
+    pub async fn pools(&self) -> Result<serde_json::Value, reqwest::Error> {
         client()
             .get(format!("{}/admin/pools", self.admin))
             .send()
