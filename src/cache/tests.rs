@@ -231,6 +231,27 @@ impl RemoteStore for LandsOnRead {
     }
 }
 
+/// A cache of memory over `store` (no disk), whose Redis calls are never cut
+/// short: the stand-ins do their work inside a read.
+fn memory_over(store: Arc<dyn RemoteStore>, clock: &Arc<ManualClock>) -> Cache {
+    let parts = Parts {
+        memory: MemoryConfig {
+            max_bytes: 1 << 20,
+            eviction: EvictionPolicyKind::TinyLfu,
+        },
+        redis: Some((
+            store,
+            RedisConfig {
+                command_timeout: Duration::from_secs(60),
+                ..redis_cfg()
+            },
+        )),
+        disk: None,
+        coalesce_wait: Duration::from_secs(30),
+    };
+    Cache::from_parts(parts, 0, clock.clone()).unwrap().0
+}
+
 /// Refreshes a lookup hands out (0 or 1).
 fn refreshes(l: &Lookup) -> usize {
     match l {
@@ -243,23 +264,7 @@ fn refreshes(l: &Lookup) -> usize {
 async fn many_stale_hits_start_one_refresh_even_as_it_lands() {
     let remote = Arc::new(LandsOnRead::default());
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let parts = Parts {
-        memory: MemoryConfig {
-            max_bytes: 1 << 20,
-            eviction: EvictionPolicyKind::TinyLfu,
-        },
-        redis: Some((
-            remote.clone() as Arc<dyn RemoteStore>,
-            // The landing runs inside a Redis read: never cut it short.
-            RedisConfig {
-                command_timeout: Duration::from_secs(60),
-                ..redis_cfg()
-            },
-        )),
-        disk: None,
-        coalesce_wait: Duration::from_secs(30),
-    };
-    let (cache, _worker) = Cache::from_parts(parts, 0, clock.clone()).unwrap();
+    let cache = memory_over(remote.clone(), &clock);
     let k = key("a");
     let swr = |body: &str| CachedResponse {
         stale_while_revalidate_ms: 10_000,
@@ -550,25 +555,10 @@ impl RemoteStore for HeldRead {
 async fn a_purge_holds_against_a_lookup_that_read_redis_before_it() {
     let store = Arc::new(HeldRead::default());
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let open = || {
-        let parts = Parts {
-            memory: MemoryConfig {
-                max_bytes: 1 << 20,
-                eviction: EvictionPolicyKind::TinyLfu,
-            },
-            redis: Some((
-                store.clone() as Arc<dyn RemoteStore>,
-                RedisConfig {
-                    command_timeout: Duration::from_secs(60),
-                    ..redis_cfg()
-                },
-            )),
-            disk: None,
-            coalesce_wait: Duration::from_secs(30),
-        };
-        Cache::from_parts(parts, 0, clock.clone()).unwrap().0
-    };
-    let (this, other) = (open(), open());
+    let (this, other) = (
+        memory_over(store.clone(), &clock),
+        memory_over(store.clone(), &clock),
+    );
     let k = key("purged");
     // Another proxy sharing Redis stored the answer: it is in L2 only here.
     other

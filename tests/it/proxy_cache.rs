@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::support::gantry::command;
 use crate::support::redis_server::RedisServer;
-use crate::support::{client, Gantry};
+use crate::support::{client, metric, Gantry};
 
 /// A backend whose answer is steered by request headers: `x-status`,
 /// `x-set-cookie`, `x-cache-control`, `x-delay-ms`, `x-size`. The body says
@@ -254,14 +254,8 @@ async fn x_cache_goes_miss_then_hit_and_json_bodies_are_normalised() {
     // The second answer came from memory: a lookup hit, or, when it arrived
     // before the first answer's fill had finished, a wait for that fill.
     let m = g.metrics().await;
-    let value = |line: &str| {
-        m.lines()
-            .find_map(|l| l.strip_prefix(line))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let hits = value("gantry_cache_lookups_total{result=\"hit\",tier=\"l1\"}");
-    let coalesced = value("gantry_cache_coalesced_total");
+    let hits = metric(&m, "gantry_cache_lookups_total{result=\"hit\",tier=\"l1\"}");
+    let coalesced = metric(&m, "gantry_cache_coalesced_total");
     assert_eq!(hits + coalesced, 1.0, "{m}");
 }
 

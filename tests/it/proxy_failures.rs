@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::support::backend::{backends_yaml, Backend, Behaviour};
 use crate::support::gantry::command;
 use crate::support::load::load;
-use crate::support::{client, until, Gantry};
+use crate::support::{client, metric, until, Gantry};
 
 fn config(policy: &str, backends: &str, extra: &str) -> String {
     format!(
@@ -161,14 +161,6 @@ async fn removed_backend_finishes_in_flight_and_added_one_takes_over() {
         .await
         .unwrap()
         .contains("no pool named `nope`"));
-}
-
-/// The value of the metric line starting with `prefix` (0 when absent).
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Regression: a worker's queue-full `503` + `Retry-After` counted as a

@@ -199,3 +199,11 @@ pub fn in_own_process(module: &str, test: &str) -> bool {
     );
     false
 }
+
+/// The value of the metric line starting with `prefix` in a `/metrics` text (0 when absent).
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
