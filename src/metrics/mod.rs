@@ -44,6 +44,27 @@ pub static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Requests per pool that reached a backend: the scaler's request rate.
+pub static POOL_UPSTREAM_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        names::POOL_UPSTREAM_REQUESTS,
+        "Requests of a pool that reached a backend (not cache hits), by pool",
+        &["pool"]
+    )
+    .expect("metric registers once")
+});
+
+/// Backend-side duration per pool: from leaving for a backend to the response's end.
+pub static POOL_UPSTREAM_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        names::POOL_UPSTREAM_DURATION,
+        "Time from a request leaving for a backend to its response finishing, per pool",
+        &["pool"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
 /// Upstream attempts by pool, backend and outcome (`ok`, `http_5xx`, `connect_error`, `timeout`, `error`).
 pub static UPSTREAM_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

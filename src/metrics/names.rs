@@ -4,5 +4,10 @@
 pub const REQUESTS: &str = "gantry_requests_total";
 /// Client-observed request duration per pool (a histogram: `_bucket`, `_sum`, `_count`).
 pub const REQUEST_DURATION: &str = "gantry_request_duration_seconds";
+/// Requests of a pool that reached a backend (cache hits and requests
+/// refused before one are not in it): what the scaler counts.
+pub const POOL_UPSTREAM_REQUESTS: &str = "gantry_pool_upstream_requests_total";
+/// Time from a pool's request leaving for a backend to its response finishing (a histogram).
+pub const POOL_UPSTREAM_DURATION: &str = "gantry_pool_upstream_duration_seconds";
 /// Items waiting in a worker's queue.
 pub const WORKER_QUEUE_LENGTH: &str = "gantry_worker_queue_length";

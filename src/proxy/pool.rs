@@ -60,6 +60,10 @@ pub struct PoolMetrics {
     pub duration: prometheus::Histogram,
     /// `gantry_retries_total` for this pool.
     pub retries: prometheus::IntCounter,
+    /// `gantry_pool_upstream_requests_total`: requests that reached a backend.
+    pub upstream_requests: prometheus::IntCounter,
+    /// `gantry_pool_upstream_duration_seconds`: their backend-side time.
+    pub upstream_duration: prometheus::Histogram,
 }
 
 impl PoolMetrics {
@@ -75,6 +79,8 @@ impl PoolMetrics {
             ],
             duration: metrics::REQUEST_DURATION.with_label_values(&[pool]),
             retries: metrics::RETRIES.with_label_values(&[pool]),
+            upstream_requests: metrics::POOL_UPSTREAM_REQUESTS.with_label_values(&[pool]),
+            upstream_duration: metrics::POOL_UPSTREAM_DURATION.with_label_values(&[pool]),
         }
     }
 
@@ -84,11 +90,12 @@ impl PoolMetrics {
         self.requests[i].inc();
     }
 
-    /// The counters as numbers, read from the metric handles (no text).
+    /// The backend-side counters as numbers, read from the metric handles
+    /// (no text): cache hits and held time are not in them.
     pub fn snapshot(&self) -> RequestStats {
         use prometheus::core::Metric;
-        let m = self.duration.metric();
-        let count = self.duration.get_sample_count();
+        let m = self.upstream_duration.metric();
+        let count = self.upstream_duration.get_sample_count();
         let mut buckets: Vec<(f64, u64)> = m
             .get_histogram()
             .get_bucket()
@@ -100,16 +107,16 @@ impl PoolMetrics {
             buckets.push((f64::INFINITY, count));
         }
         RequestStats {
-            requests: self.requests.iter().map(|c| c.get()).sum(),
-            duration_sum: self.duration.get_sample_sum(),
+            requests: self.upstream_requests.get(),
+            duration_sum: self.upstream_duration.get_sample_sum(),
             duration_count: count,
             buckets,
         }
     }
 }
 
-/// A pool's cumulative request counters (what `gantry_requests_total` and
-/// `gantry_request_duration_seconds` say of it).
+/// A pool's cumulative backend-side counters (what
+/// `gantry_pool_upstream_requests_total` and `gantry_pool_upstream_duration_seconds` say of it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestStats {
     /// Requests answered.

@@ -52,6 +52,8 @@ pub struct Ctx {
     lease: Option<Lease>,
     /// The current attempt's outcome is not recorded yet.
     attempt_open: bool,
+    /// When the request first left for a backend.
+    upstream_start: Option<Instant>,
     body_bytes: u64,
     response_started: bool,
     upstream_status: Option<u16>,
@@ -268,6 +270,7 @@ impl ProxyHttp for Gantry {
             tried: Vec::new(),
             lease: None,
             attempt_open: false,
+            upstream_start: None,
             body_bytes: 0,
             response_started: false,
             upstream_status: None,
@@ -318,6 +321,7 @@ impl ProxyHttp for Gantry {
         ctx.tried.push(addr);
         ctx.lease = Some(lease);
         ctx.attempt_open = true;
+        ctx.upstream_start.get_or_insert_with(Instant::now);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let o = &mut peer.options;
         o.connection_timeout = Some(pool.config.connect_timeout);
@@ -488,6 +492,12 @@ impl ProxyHttp for Gantry {
                     pool.metrics.count_request(status);
                 }
                 pool.metrics.duration.observe(elapsed);
+                if let Some(t0) = ctx.upstream_start {
+                    pool.metrics.upstream_requests.inc();
+                    pool.metrics
+                        .upstream_duration
+                        .observe(t0.elapsed().as_secs_f64());
+                }
             }
             None if status > 0 => {
                 metrics::REQUESTS

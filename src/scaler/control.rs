@@ -46,7 +46,7 @@ impl Counters {
     pub fn from_samples(samples: &[Sample], pool: &str) -> Counters {
         let with = [("pool", pool)];
         let get = |name| exposition::sum(samples, name, &with).unwrap_or(0.0);
-        let bucket = format!("{}_bucket", names::REQUEST_DURATION);
+        let bucket = format!("{}_bucket", names::POOL_UPSTREAM_DURATION);
         let mut buckets: Vec<(f64, f64)> = samples
             .iter()
             .filter(|s| s.name == bucket)
@@ -55,9 +55,9 @@ impl Counters {
             .collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         Counters {
-            requests: get(names::REQUESTS),
-            duration_sum: get(&format!("{}_sum", names::REQUEST_DURATION)),
-            duration_count: get(&format!("{}_count", names::REQUEST_DURATION)),
+            requests: get(names::POOL_UPSTREAM_REQUESTS),
+            duration_sum: get(&format!("{}_sum", names::POOL_UPSTREAM_DURATION)),
+            duration_count: get(&format!("{}_count", names::POOL_UPSTREAM_DURATION)),
             buckets,
         }
     }
@@ -256,10 +256,13 @@ mod tests {
         .unwrap();
         let pools = Arc::new(Pools::from_config(&config));
         let pool = pools.get("snapshot_pool").unwrap();
-        for (status, secs) in [(200, 0.003), (200, 0.2), (503, 0.04), (200, 45.0)] {
-            pool.metrics.count_request(status);
-            pool.metrics.duration.observe(secs);
+        for secs in [0.003, 0.2, 0.04, 45.0] {
+            pool.metrics.upstream_requests.inc();
+            pool.metrics.upstream_duration.observe(secs);
         }
+        // Cache hits are the client's view only: the scaler does not count them.
+        pool.metrics.count_request(200);
+        pool.metrics.duration.observe(0.0001);
         let typed = InProcess::new(pools.clone())
             .counters("snapshot_pool")
             .await

@@ -257,6 +257,14 @@ async fn x_cache_goes_miss_then_hit_and_json_bodies_are_normalised() {
     let hits = metric(&m, "gantry_cache_lookups_total{result=\"hit\",tier=\"l1\"}");
     let coalesced = metric(&m, "gantry_cache_coalesced_total");
     assert_eq!(hits + coalesced, 1.0, "{m}");
+    // The scaler's request count is what reached the backend: the hit is not in it.
+    let upstream = metric(&m, "gantry_pool_upstream_requests_total{pool=\"analysis\"}");
+    assert_eq!(upstream, 3.0, "{m}");
+    let answered = metric(
+        &m,
+        "gantry_requests_total{code_class=\"2xx\",pool=\"analysis\"}",
+    );
+    assert_eq!(answered, 4.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
