@@ -133,12 +133,29 @@ impl SystemCollector {
         }
     }
 
-    /// Refreshes every `every` until the task is dropped.
-    pub async fn run(mut self, every: Duration) {
+    /// Refreshes every `every` until the task is dropped. Each refresh (procfs
+    /// reads, `statvfs`) runs on a blocking thread, never on the async runtime
+    /// the admin API and health checks share.
+    pub async fn run(self, every: Duration) {
         let mut tick = tokio::time::interval(every.max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL));
+        let mut collector = Some(self);
         loop {
             tick.tick().await;
-            self.refresh();
+            let Some(mut c) = collector.take() else {
+                return;
+            };
+            match tokio::task::spawn_blocking(move || {
+                c.refresh();
+                c
+            })
+            .await
+            {
+                Ok(c) => collector = Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "Host metrics refresh failed; host metrics stop");
+                    return;
+                }
+            }
         }
     }
 }

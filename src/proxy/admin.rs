@@ -121,6 +121,17 @@ fn authorized_json<T>(
     })
 }
 
+/// `host:port` to an address; a name is looked up on a blocking thread, not
+/// on the runtime the health checks and the scaler share.
+async fn resolve(addr: String) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    tokio::task::spawn_blocking(move || crate::config::parse_addr(&addr))
+        .await
+        .unwrap_or_else(|e| Err(format!("address lookup failed: {e}")))
+}
+
 fn pool_error(e: PoolError) -> Response {
     let (status, code) = match e {
         PoolError::UnknownPool(_) => (StatusCode::NOT_FOUND, ErrorCode::UnknownPool),
@@ -170,7 +181,7 @@ async fn add_backend(
         Ok(req) => req,
         Err(r) => return *r,
     };
-    let addr = match crate::config::parse_addr(&req.addr) {
+    let addr = match resolve(req.addr).await {
         Ok(a) => a,
         Err(m) => return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, m),
     };
@@ -196,7 +207,7 @@ async fn remove_backend(
     if let Err(r) = authorized(&state, &headers) {
         return *r;
     }
-    let addr = match crate::config::parse_addr(&addr) {
+    let addr = match resolve(addr).await {
         Ok(a) => a,
         Err(m) => return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, m),
     };
