@@ -180,6 +180,8 @@ impl RemoteStore for FredStore {
                 tracing::debug!(error = %e, "Cache invalidation channel: subscribing again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            m::INVALIDATIONS_SUBSCRIBED.set(1);
+            tracing::info!(channel = %channel, "Listening for other proxies' cache purges");
             // Reconnects from now on: the first connection lost nothing.
             let mut reconnects = sub.reconnect_rx();
             loop {

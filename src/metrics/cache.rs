@@ -69,6 +69,15 @@ pub static REDIS_CIRCUIT: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// 1 once this proxy listens for other proxies' purges on Redis.
+pub static INVALIDATIONS_SUBSCRIBED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "gantry_cache_invalidations_subscribed",
+        "1 while the proxy is subscribed to the Redis invalidation channel"
+    )
+    .expect("metric registers once")
+});
+
 /// Counts one lookup.
 pub fn lookup(tier: &str, result: &str) {
     LOOKUPS.with_label_values(&[tier, result]).inc();

@@ -488,15 +488,16 @@ impl ProxyHttp for Gantry {
         let elapsed = ctx.start.elapsed().as_secs_f64();
         match &ctx.pool {
             Some(pool) => {
-                if status > 0 {
-                    pool.metrics.count_request(status);
-                }
-                pool.metrics.duration.observe(elapsed);
+                // Backend side first: once a request is counted answered, all of it is counted.
                 if let Some(t0) = ctx.upstream_start {
                     pool.metrics.upstream_requests.inc();
                     pool.metrics
                         .upstream_duration
                         .observe(t0.elapsed().as_secs_f64());
+                }
+                pool.metrics.duration.observe(elapsed);
+                if status > 0 {
+                    pool.metrics.count_request(status);
                 }
             }
             None if status > 0 => {

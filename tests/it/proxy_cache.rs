@@ -251,20 +251,23 @@ async fn x_cache_goes_miss_then_hit_and_json_bodies_are_normalised() {
         .await
         .unwrap();
     assert!(plain.headers().get("x-cache").is_none());
+    // Counters are written as each request is logged, just after its answer:
+    // wait until all four are in.
+    let m = g
+        .until("four requests counted", Duration::from_secs(10), || async {
+            let m = g.metrics().await;
+            let answered = "gantry_requests_total{code_class=\"2xx\",pool=\"analysis\"}";
+            (metric(&m, answered) == 4.0).then_some(m)
+        })
+        .await;
     // The second answer came from memory: a lookup hit, or, when it arrived
     // before the first answer's fill had finished, a wait for that fill.
-    let m = g.metrics().await;
     let hits = metric(&m, "gantry_cache_lookups_total{result=\"hit\",tier=\"l1\"}");
     let coalesced = metric(&m, "gantry_cache_coalesced_total");
     assert_eq!(hits + coalesced, 1.0, "{m}");
     // The scaler's request count is what reached the backend: the hit is not in it.
     let upstream = metric(&m, "gantry_pool_upstream_requests_total{pool=\"analysis\"}");
     assert_eq!(upstream, 3.0, "{m}");
-    let answered = metric(
-        &m,
-        "gantry_requests_total{code_class=\"2xx\",pool=\"analysis\"}",
-    );
-    assert_eq!(answered, 4.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,6 +628,13 @@ async fn a_purge_on_one_proxy_reaches_another_sharing_redis() {
         async move { Gantry::proxy(&text).start().await }
     };
     let (a, b) = (start(dir_a.path()).await, start(dir_b.path()).await);
+    for g in [&a, &b] {
+        g.until("subscribed to purges", Duration::from_secs(10), || async {
+            let m = g.metrics().await;
+            (metric(&m, "gantry_cache_invalidations_subscribed ") == 1.0).then_some(())
+        })
+        .await;
+    }
     let body = r#"{"url":"http://bad-verdict.example/"}"#;
     assert_eq!(post(&a, body, &[]).await.x_cache, "MISS");
     // B holds a copy in memory (from Redis, or its own miss if it asked
