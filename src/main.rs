@@ -96,6 +96,24 @@ enum CacheCommand {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Purge entries from every tier of a running proxy (and the proxies sharing its Redis).
+    Purge {
+        /// One key, as stored (`pool:/path:hash`).
+        #[arg(long, conflicts_with_all = ["prefix", "all"])]
+        key: Option<String>,
+        /// Every key starting with this (`analysis:`, `analysis:/v1/analyze:`).
+        #[arg(long, conflicts_with = "all")]
+        prefix: Option<String>,
+        /// Everything.
+        #[arg(long)]
+        all: bool,
+        /// The proxy's admin API.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Bearer token [default: the token a local proxy generated].
+        #[arg(long, env = "GANTRY_ADMIN_TOKEN")]
+        token: Option<String>,
+    },
 }
 
 /// The default config of `gantry up`: proxy, pool `analysis`, local workers.
@@ -170,6 +188,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if report.failed > 0 {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Cache {
+            command:
+                CacheCommand::Purge {
+                    key,
+                    prefix,
+                    all,
+                    admin,
+                    token,
+                },
+        } => {
+            if key.is_none() && prefix.is_none() && !all {
+                anyhow::bail!("say what to purge: --key, --prefix or --all");
+            }
+            let what = gantry::admin::PurgeRequest { key, prefix, all };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let client = gantry::admin::client::AdminClient::new(&admin, token);
+            let report = rt.block_on(client.purge(&what))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Up { config } => {
             let loaded = match &config {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::{AddBackend, ErrorBody, ErrorCode, PoolView, ScalerJournal};
+use super::{AddBackend, ErrorBody, ErrorCode, PoolView, PurgeRequest, ScalerJournal};
 use crate::client::{encode, HttpClient, HttpError, Reply};
 
 /// Errors of an admin call.
@@ -106,6 +106,16 @@ impl AdminClient {
         );
         self.call(http::Method::DELETE, &path, None).await?;
         Ok(())
+    }
+
+    /// `POST /admin/cache/purge`: the proxy's report (what each tier removed).
+    pub async fn purge(&self, what: &PurgeRequest) -> Result<serde_json::Value, AdminError> {
+        let body = serde_json::to_value(what).map_err(|e| AdminError::Decode(e.to_string()))?;
+        decode(
+            &self
+                .call(http::Method::POST, "/admin/cache/purge", Some(&body))
+                .await?,
+        )
     }
 
     /// One call; a non-2xx answer becomes [`AdminError::Api`].

@@ -664,3 +664,42 @@ async fn a_purge_on_one_proxy_reaches_another_sharing_redis() {
     assert_ne!(again.body, first.body, "answered anew by the backend");
     assert_eq!(origin.hits(), before + 1);
 }
+
+/// `gantry cache purge` finds the token the proxy generated and purges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_purge_command_uses_the_generated_token() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gantry::proxy(&config(&origin, dir.path(), "ttl: 60s", ""))
+        .start()
+        .await;
+    assert_eq!(post(&g, r#"{"i":1}"#, &[]).await.x_cache, "MISS");
+    assert_eq!(post(&g, r#"{"i":1}"#, &[]).await.x_cache, "HIT-L1");
+    let out = command()
+        .args([
+            "cache",
+            "purge",
+            "--prefix",
+            "analysis:",
+            "--admin",
+            &g.admin,
+        ])
+        .env_remove("GANTRY_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["l1"], 1, "{report}");
+    assert_eq!(post(&g, r#"{"i":1}"#, &[]).await.x_cache, "MISS");
+    let nothing = command()
+        .args(["cache", "purge", "--admin", &g.admin])
+        .output()
+        .unwrap();
+    assert!(!nothing.status.success());
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("--key, --prefix or --all"));
+}
