@@ -125,9 +125,7 @@ impl BackgroundService for Control {
                 "admin listener",
                 Box::new(|mut sd| {
                     Box::pin(async move {
-                        let stop = async move {
-                            let _ = sd.wait_for(|v| *v).await;
-                        };
+                        let stop = async move { tasks::stopping(&mut sd).await };
                         let served = axum::serve(l, app).with_graceful_shutdown(stop).await;
                         if let Err(e) = served {
                             tracing::error!(error = %e, "Admin listener failed");

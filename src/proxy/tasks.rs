@@ -25,12 +25,17 @@ pub type Task = Box<dyn FnOnce(Shutdown) -> TaskFuture + Send>;
 /// The exit code after a background task panicked.
 pub const EXIT_PANIC: i32 = 70;
 
+/// Resolves when `shutdown` holds `true` or its sender is gone.
+pub async fn stopping(shutdown: &mut Shutdown) {
+    let _ = shutdown.wait_for(|v| *v).await;
+}
+
 /// Runs `fut` until it ends or `shutdown` turns true (it is then dropped at
 /// its next await: for tasks with nothing to finish, like a check loop).
 pub async fn until_shutdown(mut shutdown: Shutdown, fut: impl Future<Output = ()>) {
     tokio::select! {
         _ = fut => {}
-        _ = shutdown.wait_for(|v| *v) => {}
+        _ = stopping(&mut shutdown) => {}
     }
 }
 
@@ -70,13 +75,17 @@ impl Supervisor {
             match self.set.join_next_with_id().await {
                 None => std::future::pending::<()>().await,
                 Some(Ok((id, ()))) => {
-                    let name = self.names.remove(&id).unwrap_or("?");
-                    tracing::warn!(task = name, "Background task ended");
+                    tracing::warn!(task = self.name(id), "Background task ended");
                 }
-                Some(Err(e)) if e.is_panic() => return self.names.remove(&e.id()).unwrap_or("?"),
+                Some(Err(e)) if e.is_panic() => return self.name(e.id()),
                 Some(Err(_)) => {}
             }
         }
+    }
+
+    /// The name of task `id`.
+    fn name(&self, id: Id) -> &'static str {
+        self.names.get(&id).copied().unwrap_or("?")
     }
 
     /// Signals shutdown and waits up to `limit` for every task to return;

@@ -31,6 +31,7 @@ use super::runtime::{Death, Replica, ReplicaSpec, Runtime};
 use super::Clock;
 use crate::admin::BackendState;
 use crate::metrics::scaler as m;
+use crate::proxy::tasks::stopping;
 use crate::proxy::Pool;
 
 /// How often a starting replica's `/ready` is probed.
@@ -250,7 +251,7 @@ impl Autoscaler {
                     self.apply_policy();
                     tracing::info!(pool = %self.pool, file = %self.policy.file.display(), "Policy applied");
                 }
-                _ = wait_true(&mut self.shutdown) => break,
+                _ = stopping(&mut self.shutdown) => break,
             }
         }
         self.tasks.abort_all();
@@ -440,7 +441,7 @@ impl Autoscaler {
                 && t.since > failed_at
                 && now.saturating_duration_since(t.since) >= START_WINDOW
         });
-        if stable && self.starts.in_a_row > 0 {
+        if stable {
             tracing::info!(pool = %self.pool, after = self.starts.in_a_row, "Replicas start again");
             self.starts.in_a_row = 0;
             self.starts.last_failure = None;
@@ -712,11 +713,6 @@ async fn drain_and_stop(
         Ok(()) => Done::Stopped(r),
         Err(e) => Done::StopFailed(r, e.to_string()),
     }
-}
-
-/// Resolves when `rx` holds `true` or its sender is gone.
-pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ impl Scaler {
                     Some(()) => self.reload(&mut senders, &mut loops, &shutdown).await,
                     None => watch = None,
                 },
-                _ = autoscaler::wait_true(&mut stop) => break,
+                _ = crate::proxy::tasks::stopping(&mut stop) => break,
             }
         }
         while loops.join_next().await.is_some() {}
