@@ -410,9 +410,15 @@ impl Cache {
         }
     }
 
+    /// A fresh L1 copy, looked at again after winning a fill; when found,
+    /// the answer comes from memory and counts as an L1 hit.
     async fn fresh_in_l1(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
         let e = self.inner.l1.get(key).await?;
-        (e.freshness(self.inner.clock.now_ms()) == Freshness::Fresh).then_some(e)
+        let fresh = e.freshness(self.inner.clock.now_ms()) == Freshness::Fresh;
+        if fresh {
+            m::lookup("l1", "hit");
+        }
+        fresh.then_some(e)
     }
 
     /// The best copy in any tier: the first fresh one, else the first stale one.
