@@ -181,7 +181,6 @@ fn key_of(rank: usize) -> gantry::cache::CacheKey {
         pool: "analysis",
         path: "/v1/analyze",
         query: None,
-        vary: &[],
         body: request_body(rank).as_bytes(),
     }
     .key()
@@ -199,6 +198,7 @@ fn entry(rank: usize, now: u64) -> CachedResponse {
         ttl_ms: 3_600_000,
         stale_while_revalidate_ms: 0,
         stale_if_error_ms: 0,
+        ..Default::default()
     }
 }
 

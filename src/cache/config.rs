@@ -125,7 +125,9 @@ fn default_disk_entries() -> usize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRouteCache {
-    /// How long a response is fresh, unless its own `Cache-Control: max-age` says. Default 60 s.
+    /// How long a 2xx response is fresh when it says nothing itself (no
+    /// `max-age`, `s-maxage`, `Expires`). Default 60 s. `0s`: a standard
+    /// shared cache, storing only what responses allow (RFC 9111).
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
     /// Methods cached. Default `[GET, POST]` (analysis calls are POST; the body is in the key).
@@ -207,7 +209,7 @@ pub struct DiskConfig {
 /// Validated per-route cache rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteCache {
-    /// Fresh time unless the response's `max-age` says otherwise.
+    /// Fresh time of a 2xx that gives none itself; zero: only what responses allow.
     pub ttl: Duration,
     /// Cached methods.
     pub methods: Vec<http::Method>,
@@ -364,9 +366,6 @@ pub fn validate_route(
     src: &Source,
     errors: &mut Vec<ConfigError>,
 ) -> RouteCache {
-    if raw.ttl.is_zero() {
-        errors.push(src.error(format!("{at}.ttl"), "must be more than 0"));
-    }
     if raw.max_object_bytes == Some(0) {
         errors.push(src.error(format!("{at}.max_object_bytes"), "must be more than 0"));
     }
@@ -512,13 +511,13 @@ mod tests {
 
     #[test]
     fn every_error_is_located() {
-        let text = "cache:\n  memory:\n    max_bytes: 0\n  redis:\n    url: 'http://x'\n  disk:\n    zstd_level: 40\nroutes:\n  - cache:\n      ttl: 0s\n      methods: [GET, 'B AD']\n      vary: ['a b']\n";
+        let text = "cache:\n  memory:\n    max_bytes: 0\n  redis:\n    url: 'http://x'\n  disk:\n    zstd_level: 40\nroutes:\n  - cache:\n      max_object_bytes: 0\n      methods: [GET, 'B AD']\n      vary: ['a b']\n";
         let errs = load(text).unwrap_err();
         let want = [
             "g.yaml:3:5: cache.memory.max_bytes: must be more than 0",
             "g.yaml:5:5: cache.redis.url: not a Redis URL",
             "g.yaml:7:5: cache.disk.zstd_level: must be between 1 and 19",
-            "g.yaml:10:7: routes[0].cache.ttl: must be more than 0",
+            "g.yaml:10:7: routes[0].cache.max_object_bytes: must be more than 0",
             "g.yaml:11:22: routes[0].cache.methods[1]: not an HTTP method",
             "g.yaml:12:14: routes[0].cache.vary[0]: not a header name",
         ];

@@ -1,43 +1,55 @@
-//! The cache key: `pool:path:hash`, where the hash covers everything else that makes a response.
+//! The cache key: `pool:path:hash`, where the hash covers everything else that makes a request.
 //!
 //! The readable `pool:path:` part lets operators purge by prefix (a pool, or
-//! one path of it). The blake3 hash covers method, pool, path, query, the
-//! configured vary headers and the body. A JSON body is parsed and written
-//! back with sorted keys and no whitespace, so `{"b":1, "a":2}` and
-//! `{"a":2,"b":1}` share a key; any other body is hashed as it is, and so is
-//! a JSON body with an integer too large for a float to hold exactly (two
-//! such bodies would otherwise share a key). A header in the key counts with
-//! every value it has, in order.
+//! one path of it). The blake3 hash covers method, pool, path, query and the
+//! body. A JSON body is parsed and written back with sorted keys and no
+//! whitespace, so `{"b":1, "a":2}` and `{"a":2,"b":1}` share a key; any
+//! other body is hashed as it is, and so is a JSON body with an integer too
+//! large for a float to hold exactly (two such bodies would otherwise share
+//! a key).
+//!
+//! That is the **primary key**. Responses that vary on request headers (their
+//! `Vary`, the route's `vary` list, the credentials when the route allows
+//! them) are stored under a **variant key**, the primary key plus `~` and a
+//! hash of a marker's epoch and the request's values of those headers
+//! ([`CacheKey::variant`]); the marker under the primary key names them. So
+//! invalidating a URL is removing one key, and variants sit side by side.
 
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 
-/// The request headers that go into the key, each with all its values
-/// joined by `\n` (`None` when absent): the route's `vary` list, then the
-/// credentials when the route caches requests that carry them.
-pub fn keyed_headers(
-    vary: &[HeaderName],
-    credentials: bool,
-    headers: &HeaderMap,
-) -> Vec<(String, Option<Vec<u8>>)> {
-    let names = vary.iter().map(HeaderName::as_str).chain(
-        super::policy::CREDENTIALS
-            .iter()
-            .copied()
-            .filter(|_| credentials),
-    );
+/// The selecting header names a route always adds: its `vary` list, then
+/// the credentials when it caches requests that carry them.
+pub fn route_selecting(vary: &[HeaderName], credentials: bool) -> Vec<String> {
+    let creds = super::policy::CREDENTIALS
+        .iter()
+        .filter(|_| credentials)
+        .map(|c| c.to_string());
+    vary.iter()
+        .map(|h| h.as_str().to_string())
+        .chain(creds)
+        .collect()
+}
+
+/// `names` followed by those of `more` not in it yet.
+pub fn union(mut names: Vec<String>, more: &[String]) -> Vec<String> {
+    for n in more {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
     names
-        .map(|name| {
-            let mut values = headers.get_all(name).iter().peekable();
-            let joined = values.peek().is_some().then(|| {
-                let parts: Vec<&[u8]> = values.map(|v| v.as_bytes()).collect();
-                parts.join(&b'\n')
-            });
-            (name.to_string(), joined)
-        })
+}
+
+/// The request's normalised values of `names`.
+pub fn selected(names: &[String], headers: &HeaderMap) -> Vec<(String, Option<Bytes>)> {
+    names
+        .iter()
+        .map(|n| (n.clone(), super::policy::selecting_value(headers, n)))
         .collect()
 }
 
@@ -54,6 +66,28 @@ impl CacheKey {
     /// A key from its stored form (for purge by key and warming).
     pub fn from_stored(s: &str) -> CacheKey {
         CacheKey(Arc::from(s))
+    }
+
+    /// The key of the variant selected by `selected` under the marker stamped `epoch`.
+    pub fn variant(&self, epoch: u64, selected: &[(String, Option<Bytes>)]) -> CacheKey {
+        let mut h = blake3::Hasher::new();
+        h.update(&epoch.to_le_bytes());
+        for (name, value) in selected {
+            h.update(&(name.len() as u64).to_le_bytes());
+            h.update(name.as_bytes());
+            match value {
+                Some(v) => {
+                    h.update(&[1]);
+                    h.update(&(v.len() as u64).to_le_bytes());
+                    h.update(v);
+                }
+                None => {
+                    h.update(&[0]);
+                }
+            }
+        }
+        let hash = h.finalize().to_hex();
+        CacheKey(Arc::from(format!("{}~{}", self.0, &hash[..32])))
     }
 }
 
@@ -74,8 +108,6 @@ pub struct KeyParts<'a> {
     pub path: &'a str,
     /// URI query, without `?`.
     pub query: Option<&'a str>,
-    /// The configured vary headers: lower-case name and value (`None` when absent).
-    pub vary: &'a [(&'a str, Option<&'a [u8]>)],
     /// Request body (empty for GET).
     pub body: &'a [u8],
 }
@@ -92,13 +124,6 @@ impl KeyParts<'_> {
         field(self.pool.as_bytes());
         field(self.path.as_bytes());
         field(self.query.unwrap_or("").as_bytes());
-        for (name, value) in self.vary {
-            field(name.as_bytes());
-            match value {
-                Some(v) => field(&[&[1u8][..], v].concat()),
-                None => field(&[0u8]),
-            }
-        }
         field(&normalise_body(self.body));
         let hash = h.finalize().to_hex();
         CacheKey(Arc::from(format!("{}:{}:{}", self.pool, self.path, hash)))
@@ -179,7 +204,6 @@ mod tests {
             pool: "analysis",
             path,
             query,
-            vary: &[],
             body: body.as_bytes(),
         }
         .key()
@@ -219,31 +243,36 @@ mod tests {
     }
 
     #[test]
-    fn keyed_headers_hold_every_value_and_credentials_when_allowed() {
+    fn selected_values_hold_every_line_and_credentials_when_allowed() {
         let mut h = HeaderMap::new();
         h.append("x-tenant", "a".parse().unwrap());
-        h.append("x-tenant", "b".parse().unwrap());
+        h.append("x-tenant", " b ,c".parse().unwrap());
         h.insert("authorization", "Bearer alice".parse().unwrap());
         let vary = [HeaderName::from_static("x-tenant")];
+        assert_eq!(route_selecting(&vary, false), ["x-tenant"]);
+        let names = route_selecting(&vary, true);
+        assert_eq!(names, ["x-tenant", "authorization", "cookie"]);
+        let got = selected(&names, &h);
+        assert_eq!(got[0], ("x-tenant".into(), Some(Bytes::from("a, b, c"))));
+        assert_eq!(got[1].1, Some(Bytes::from("Bearer alice")));
+        assert_eq!(got[2], ("cookie".into(), None));
         assert_eq!(
-            keyed_headers(&vary, false, &h),
-            [("x-tenant".to_string(), Some(b"a\nb".to_vec()))]
+            union(names, &["vary-me".into(), "cookie".into()]),
+            ["x-tenant", "authorization", "cookie", "vary-me"]
         );
-        let with = keyed_headers(&vary, true, &h);
-        assert_eq!(
-            with[1],
-            ("authorization".into(), Some(b"Bearer alice".to_vec()))
-        );
-        assert_eq!(with[2], ("cookie".into(), None));
-        let mut other = h.clone();
-        other.insert("authorization", "Bearer bob".parse().unwrap());
-        assert_ne!(with, keyed_headers(&vary, true, &other));
-        let mut only_a = HeaderMap::new();
-        only_a.insert("x-tenant", "a".parse().unwrap());
-        assert_ne!(
-            keyed_headers(&vary, false, &only_a),
-            keyed_headers(&vary, false, &h)
-        );
+    }
+
+    #[test]
+    fn variants_of_one_key_sit_side_by_side() {
+        let base = key("GET", "/v1/a", None, "");
+        let v = |epoch, value: Option<&'static str>| {
+            base.variant(epoch, &[("accept-language".into(), value.map(Bytes::from))])
+        };
+        assert_ne!(v(1, Some("en")), v(1, Some("de")));
+        assert_ne!(v(1, None), v(1, Some("")));
+        assert_ne!(v(1, Some("en")), v(2, Some("en")));
+        assert_eq!(v(1, Some("en")), v(1, Some("en")));
+        assert!(v(1, None).as_str().starts_with(&format!("{base}~")));
     }
 
     #[test]
@@ -255,26 +284,12 @@ mod tests {
     }
 
     #[test]
-    fn method_path_query_and_vary_separate_keys() {
+    fn method_path_and_query_separate_keys() {
         let base = key("GET", "/v1/a", Some("x=1"), "");
         assert_ne!(base, key("HEAD", "/v1/a", Some("x=1"), ""));
         assert_ne!(base, key("GET", "/v1/b", Some("x=1"), ""));
         assert_ne!(base, key("GET", "/v1/a", Some("x=2"), ""));
         assert_ne!(base, key("GET", "/v1/a", None, ""));
-        let with = |v: Option<&[u8]>| {
-            KeyParts {
-                method: "GET",
-                pool: "analysis",
-                path: "/v1/a",
-                query: Some("x=1"),
-                vary: &[("accept-language", v)],
-                body: b"",
-            }
-            .key()
-        };
-        assert_ne!(with(Some(b"en")), with(Some(b"de")));
-        assert_ne!(with(None), with(Some(b"")));
-        assert_eq!(with(Some(b"en")), with(Some(b"en")));
     }
 
     #[test]

@@ -102,10 +102,12 @@ pub enum XCache {
     Miss,
     /// Not cacheable: from the backend, not stored.
     Bypass,
+    /// Stale, and confirmed by the backend with a `304`: served from cache.
+    Revalidated,
 }
 
 impl XCache {
-    /// The header value: `HIT-L1`, `HIT-L2`, `HIT-L3`, `STALE`, `MISS`, `BYPASS`.
+    /// The header value: `HIT-L1`, `HIT-L2`, `HIT-L3`, `STALE`, `MISS`, `BYPASS`, `REVALIDATED`.
     pub fn as_str(self) -> &'static str {
         match self {
             XCache::Hit(Tier::L1) => "HIT-L1",
@@ -114,6 +116,7 @@ impl XCache {
             XCache::Stale => "STALE",
             XCache::Miss => "MISS",
             XCache::Bypass => "BYPASS",
+            XCache::Revalidated => "REVALIDATED",
         }
     }
 }
@@ -128,7 +131,9 @@ impl PartialEq<&str> for XCache {
 pub struct Miss {
     /// Present when this caller fills the key for everyone waiting on it.
     pub fill: Option<FillGuard>,
-    /// A stale copy inside its stale-if-error window, to serve if the backend fails.
+    /// A stale copy past its stale-while-revalidate window: to revalidate
+    /// when it has validators, to serve if the backend fails while inside
+    /// its stale-if-error window.
     pub stale: Option<Arc<CachedResponse>>,
 }
 
@@ -182,6 +187,35 @@ pub struct PurgeReport {
     pub l3: Option<u64>,
     /// Tiers that could not be purged, and why.
     pub errors: Vec<String>,
+}
+
+/// When a search through the tiers began: the time and the purge generation.
+#[derive(Clone, Copy)]
+struct Search {
+    now: u64,
+    generation: u64,
+}
+
+/// Per-tier lookup results of one lookup, written to the counters when it ends.
+#[derive(Default)]
+struct Tally {
+    seen: [(&'static str, &'static str); 4],
+    len: usize,
+}
+
+impl Tally {
+    fn push(&mut self, tier: &'static str, result: &'static str) {
+        if let Some(slot) = self.seen.get_mut(self.len) {
+            *slot = (tier, result);
+            self.len += 1;
+        }
+    }
+
+    fn record(&self) {
+        for (tier, result) in &self.seen[..self.len] {
+            m::lookup(tier, result);
+        }
+    }
 }
 
 /// Fills in flight: the leader's id (so only it ends its own fill) and the waiters' channel.
@@ -342,17 +376,31 @@ impl Cache {
     }
 
     /// Finds `key`, or makes the caller its filler, or waits for the filler.
+    ///
+    /// The per-tier lookup counters are written at the end, and not at all
+    /// when the answer is a vary marker: the lookup of the variant it names
+    /// is the one that counts.
     pub async fn lookup(&self, key: &CacheKey) -> Lookup {
+        let mut tally = Tally::default();
+        let found = self.lookup_counted(key, &mut tally).await;
+        let marker = matches!(&found, Lookup::Hit(h) if h.entry.as_marker().is_some());
+        if !marker {
+            tally.record();
+        }
+        found
+    }
+
+    async fn lookup_counted(&self, key: &CacheKey, tally: &mut Tally) -> Lookup {
         let now = self.inner.clock.now_ms();
         let mut stale = None;
-        if let Some((entry, tier)) = self.find(key).await {
+        if let Some((entry, tier)) = self.find(key, tally).await {
             match entry.freshness(now) {
                 Freshness::Fresh => return Lookup::Hit(hit(entry, tier, false)),
                 Freshness::StaleWhileRevalidate => {
                     let revalidate = match self.inner.lead(key) {
                         // The previous refresh may have landed since `find` read
                         // the stale copy: serve its answer, start no other.
-                        Ok(guard) => match self.fresh_in_l1(key).await {
+                        Ok(guard) => match self.fresh_in_l1(key, tally).await {
                             Some(fresh) => {
                                 guard.fill_l1_only(fresh.clone());
                                 return Lookup::Hit(hit(fresh, Tier::L1, false));
@@ -367,12 +415,12 @@ impl Cache {
                     h.revalidate = revalidate;
                     return Lookup::Hit(h);
                 }
-                Freshness::StaleIfError => stale = Some(entry),
+                Freshness::StaleIfError | Freshness::Revalidate => stale = Some(entry),
                 Freshness::Dead => {}
             }
         }
         match self.inner.lead(key) {
-            Ok(fill) => match self.fresh_in_l1(key).await {
+            Ok(fill) => match self.fresh_in_l1(key, tally).await {
                 Some(entry) => {
                     fill.fill_l1_only(entry.clone());
                     Lookup::Hit(hit(entry, Tier::L1, false))
@@ -382,7 +430,7 @@ impl Cache {
                     stale,
                 }),
             },
-            Err(rx) => self.follow(key, rx, stale).await,
+            Err(rx) => self.follow(key, rx, stale, tally).await,
         }
     }
 
@@ -391,6 +439,7 @@ impl Cache {
         key: &CacheKey,
         mut rx: watch::Receiver<Option<Arc<CachedResponse>>>,
         stale: Option<Arc<CachedResponse>>,
+        tally: &mut Tally,
     ) -> Lookup {
         let waited = tokio::time::timeout(self.inner.coalesce_wait, rx.wait_for(Option::is_some))
             .await
@@ -398,12 +447,14 @@ impl Cache {
         let filled = match waited {
             Ok(Ok(v)) => v,
             // The filler gave up: it may still have stored (a refresh does).
-            Ok(Err(_)) => self.fresh_in_l1(key).await,
+            Ok(Err(_)) => self.fresh_in_l1(key, tally).await,
             Err(_) => None,
         };
         match filled {
             Some(entry) => {
-                m::COALESCED.inc();
+                if entry.as_marker().is_none() {
+                    m::COALESCED.inc();
+                }
                 Lookup::Hit(hit(entry, Tier::L1, true))
             }
             None => Lookup::Miss(Miss { fill: None, stale }),
@@ -412,49 +463,50 @@ impl Cache {
 
     /// A fresh L1 copy, looked at again after winning a fill; when found,
     /// the answer comes from memory and counts as an L1 hit.
-    async fn fresh_in_l1(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+    async fn fresh_in_l1(&self, key: &CacheKey, tally: &mut Tally) -> Option<Arc<CachedResponse>> {
         let e = self.inner.l1.get(key).await?;
         let fresh = e.freshness(self.inner.clock.now_ms()) == Freshness::Fresh;
         if fresh {
-            m::lookup("l1", "hit");
+            tally.push("l1", "hit");
         }
         fresh.then_some(e)
     }
 
     /// The best copy in any tier: the first fresh one, else the first stale one.
-    async fn find(&self, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier)> {
+    async fn find(&self, key: &CacheKey, tally: &mut Tally) -> Option<(Arc<CachedResponse>, Tier)> {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
         let generation = self.generation();
+        let at = Search { now, generation };
         let mut best: Option<(Arc<CachedResponse>, Tier)> = None;
         match inner.l1.get(key).await {
             Some(e) if e.freshness(now) == Freshness::Fresh => {
-                m::lookup("l1", "hit");
+                tally.push("l1", "hit");
                 return Some((e, Tier::L1));
             }
             Some(e) => {
-                m::lookup("l1", "stale");
+                tally.push("l1", "stale");
                 best = Some((e, Tier::L1));
             }
-            None => m::lookup("l1", "miss"),
+            None => tally.push("l1", "miss"),
         }
         if let Some(l2) = &inner.l2 {
             let found = match l2.get(key).await {
                 RemoteLookup::Hit(e) => Some(Some(Arc::new(e))),
                 RemoteLookup::Miss => Some(None),
                 RemoteLookup::Error => {
-                    m::lookup("l2", "error");
+                    tally.push("l2", "error");
                     None
                 }
                 RemoteLookup::Bypass => {
-                    m::lookup("l2", "bypass");
+                    tally.push("l2", "bypass");
                     None
                 }
             };
             if let Some(found) = found {
                 let found = found.filter(|_| self.generation() == generation);
                 if let Some(hit) = self
-                    .consider(key, found, Tier::L2, &mut best, now, generation)
+                    .consider(key, found, Tier::L2, &mut best, at, tally)
                     .await
                 {
                     return Some(hit);
@@ -469,7 +521,7 @@ impl Cache {
                         .map(Arc::new)
                         .filter(|_| self.generation() == generation);
                     if let Some(hit) = self
-                        .consider(key, found, Tier::L3, &mut best, now, generation)
+                        .consider(key, found, Tier::L3, &mut best, at, tally)
                         .await
                     {
                         return Some(hit);
@@ -477,9 +529,9 @@ impl Cache {
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "Disk cache read failed");
-                    m::lookup("l3", "error");
+                    tally.push("l3", "error");
                 }
-                Err(_) => m::lookup("l3", "error"),
+                Err(_) => tally.push("l3", "error"),
             }
         }
         best
@@ -487,22 +539,22 @@ impl Cache {
 
     /// Counts a lower-tier answer (`None` after an error or bypass, already
     /// counted, is skipped), promotes it if newer (unless a purge began since
-    /// `generation`), returns it when fresh.
+    /// the search's generation), returns it when fresh.
     async fn consider(
         &self,
         key: &CacheKey,
         found: Option<Arc<CachedResponse>>,
         tier: Tier,
         best: &mut Option<(Arc<CachedResponse>, Tier)>,
-        now: u64,
-        generation: u64,
+        Search { now, generation }: Search,
+        tally: &mut Tally,
     ) -> Option<(Arc<CachedResponse>, Tier)> {
         let Some(e) = found.filter(|e| e.freshness(now) != Freshness::Dead) else {
-            m::lookup(tier.label(), "miss");
+            tally.push(tier.label(), "miss");
             return None;
         };
         let fresh = e.freshness(now) == Freshness::Fresh;
-        m::lookup(tier.label(), if fresh { "hit" } else { "stale" });
+        tally.push(tier.label(), if fresh { "hit" } else { "stale" });
         let newer = best
             .as_ref()
             .is_none_or(|(b, _)| e.stored_at_ms > b.stored_at_ms);

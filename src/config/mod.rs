@@ -347,11 +347,14 @@ mod tests {
     #[test]
     fn cache_sections_are_checked_and_located() {
         let pool = "pools:\n  a:\n    backends: [{addr: '127.0.0.1:1'}]\n";
-        let text = format!("{pool}routes:\n  - prefix: /\n    pool: a\n    cache:\n      ttl: 0s\ncache:\n  memory: {{max_bytes: 0}}\n");
+        let text = format!("{pool}routes:\n  - prefix: /\n    pool: a\n    cache:\n      max_object_bytes: 0\ncache:\n  memory: {{max_bytes: 0}}\n");
         let errs = errors(&text);
         assert_eq!(errs.len(), 2, "{errs:#?}");
         assert!(errs[0].starts_with("g.yaml:10:") && errs[0].contains("cache.memory.max_bytes"));
-        assert!(errs[1].starts_with("g.yaml:8:") && errs[1].contains("routes[0].cache.ttl"));
+        assert!(
+            errs[1].starts_with("g.yaml:8:")
+                && errs[1].contains("routes[0].cache.max_object_bytes")
+        );
         let c = from_str(
             Path::new("g.yaml"),
             &format!("{pool}routes:\n  - {{prefix: /, pool: a, cache: {{ttl: 5s}}}}\n  - {{prefix: /b, pool: a}}\n"),

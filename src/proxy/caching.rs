@@ -1,22 +1,33 @@
-//! The response cache on the request path: key the request, serve hits, capture and store misses, serve stale on error.
+//! The response cache on the request path: key the request, serve hits, revalidate, capture and store misses, serve stale on error.
 //!
 //! `request_filter` calls [`CacheFront::request`] after routing. For a cached
 //! route it reads the request body (Pingora keeps it in its retry buffer and
-//! replays it upstream, so a miss still forwards it), computes the key and
-//! looks up. A hit is written here (`X-Cache: HIT-L1|HIT-L2|HIT-L3|STALE`);
-//! a miss leaves a [`CacheState`] in the request context that captures the
-//! upstream response and stores it at end of stream when policy allows
-//! (`X-Cache: MISS`; requests the route will not cache get `BYPASS`).
+//! replays it upstream, so a miss still forwards it), computes the primary
+//! key and looks up. A vary marker found there names the selecting headers:
+//! the request's values of them make the variant key, looked up next. A hit
+//! the request accepts ([`policy::usable`]) is written here (`X-Cache:
+//! HIT-L1|HIT-L2|HIT-L3|STALE`, or a `304` when the client's own conditions
+//! match); a miss leaves a [`CacheState`] in the request context that
+//! captures the upstream response and stores it at end of stream when policy
+//! allows (`X-Cache: MISS`; requests the route will not cache get `BYPASS`).
 //!
 //! Only bodies with a declared length up to [`MAX_KEYED_BODY`] are keyed:
 //! that is Pingora's retry buffer, the only way to forward a body already
 //! read in `request_filter`. Larger or chunked bodies bypass the cache.
 //!
-//! A stale-while-revalidate hit is refreshed by replaying the request
-//! through this proxy's own listener with a per-process secret header naming
-//! the refresh: the replay skips the lookup, takes the key's fill guard from
-//! the refresh and fills it, so the new entry is in memory before any other
-//! request may start another refresh.
+//! **Refreshes** replay the request through this proxy's own listener with a
+//! per-process secret header naming the refresh: the replay skips the
+//! lookup, takes the key's fill guard and fills it, so the new entry is in
+//! memory before any other request may start another refresh. A stale copy
+//! with validators is refreshed conditionally (`If-None-Match`,
+//! `If-Modified-Since`): a `304` to the replay refreshes the stored copy
+//! ([`policy::refresh`]). A stale-while-revalidate hit is refreshed in the
+//! background; a copy that must be revalidated first (stale past its
+//! windows, `no-cache`, or refused by the request's own directives) waits
+//! for its replay and is then served `REVALIDATED`, or what replaced it.
+//! Pingora cannot turn an upstream `304` into a `200` with a stored body
+//! in its response phases; going through the listener keeps balancing,
+//! retries and metrics for revalidations too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,17 +35,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use pingora::prelude::*;
 use pingora::proxy::Session;
+use tokio::sync::oneshot;
 
 use super::pool::Pool;
 use super::respond::{Answer, Phase};
 use crate::cache::key::{self, KeyParts};
-use crate::cache::policy::{self, Bypass};
+use crate::cache::policy::{self, Bypass, Storing, Times, Usable};
 use crate::cache::{Cache, CacheKey, CachedResponse, FillGuard, Lookup, RouteCache, XCache};
 
 /// Largest request body keyed: Pingora's retry buffer (64 KiB) replays it upstream.
@@ -43,6 +55,8 @@ pub const MAX_KEYED_BODY: u64 = 64 * 1024;
 pub const REVALIDATE_HEADER: &str = "x-gantry-revalidate";
 /// Longest a background refresh may take.
 const REVALIDATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Refreshes waiting for their replay at most (each holds a fill guard).
+const MAX_PENDING: usize = 4096;
 
 /// The cache as the proxy uses it.
 pub struct CacheFront {
@@ -51,26 +65,43 @@ pub struct CacheFront {
     revalidator: Revalidator,
 }
 
+/// Where a response of this request is stored: the key looked up and how it was made.
+#[derive(Clone)]
+struct Slot {
+    /// The request's primary key.
+    primary: CacheKey,
+    /// The key looked up: the primary key, or a variant of it.
+    key: CacheKey,
+    /// The selecting names of a marker found under the primary key, with its epoch.
+    marker: Option<(Vec<String>, u64)>,
+}
+
 /// Cache state of one request.
 pub struct CacheState {
     /// `MISS` or `BYPASS`, sent on proxied responses.
     pub x_cache: XCache,
-    key: Option<CacheKey>,
+    slot: Option<Slot>,
     route: Option<Arc<RouteCache>>,
     /// Held while this request fills the key for identical waiting requests.
     fill: Option<FillGuard>,
-    /// A stale copy to serve if the backend fails.
+    /// A stale copy to serve if the backend fails (within its stale-if-error window).
     pub stale: Option<Arc<CachedResponse>>,
     capture: Option<Capture>,
     /// The cache's purge generation when the request arrived.
     generation: u64,
+    /// When the request arrived (its upstream request time, for ages).
+    requested_ms: u64,
+    /// A stored entry this request revalidates: a `304` refreshes it.
+    revalidating: Option<Arc<CachedResponse>>,
+    /// Told what was stored (or `None`), for a request waiting on this refresh.
+    done: Option<oneshot::Sender<Option<Arc<CachedResponse>>>>,
 }
 
 /// A response being captured for storing.
 struct Capture {
     status: u16,
-    headers: Vec<(String, Bytes)>,
-    ttl: Duration,
+    storing: Storing,
+    received_ms: u64,
     body: BytesMut,
 }
 
@@ -84,32 +115,56 @@ impl CacheState {
     fn bypass() -> CacheState {
         CacheState {
             x_cache: XCache::Bypass,
-            key: None,
+            slot: None,
             route: None,
             fill: None,
             stale: None,
             capture: None,
             generation: 0,
+            requested_ms: 0,
+            revalidating: None,
+            done: None,
         }
     }
 
-    /// The upstream response header arrived: decide whether to capture it.
-    pub fn on_response_header(&mut self, resp: &ResponseHeader) {
-        let Some(route) = &self.route else { return };
+    /// The upstream response header arrived: refresh on a `304`, or decide whether to capture it.
+    pub fn on_response_header(
+        &mut self,
+        req: &RequestHeader,
+        resp: &ResponseHeader,
+        cache: &Cache,
+    ) {
+        let Some(route) = self.route.clone() else {
+            return;
+        };
+        let status = resp.status.as_u16();
+        let times = Times {
+            requested_ms: self.requested_ms,
+            received_ms: cache.clock().now_ms(),
+        };
+        if status == 304 {
+            if let (Some(old), Some(slot)) = (self.revalidating.take(), self.slot.clone()) {
+                let refreshed = policy::refresh(&route, &req.method, &old, &resp.headers, times);
+                match refreshed {
+                    Some(entry) => self.store(slot, entry, cache),
+                    None => self.abandon(),
+                }
+                return;
+            }
+        }
         let declared = resp
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        let status = resp.status.as_u16();
-        match policy::response_ttl(route, status, &resp.headers, declared) {
-            Ok(ttl) => {
+        match policy::storable(&route, &req.method, status, &resp.headers, declared, times) {
+            Ok(storing) => {
                 self.capture = Some(Capture {
                     status,
-                    headers: policy::stored_headers(&resp.headers),
-                    ttl,
-                    body: BytesMut::with_capacity(declared as usize),
+                    storing,
+                    received_ms: times.received_ms,
+                    body: BytesMut::with_capacity(declared.min(route.max_object_bytes) as usize),
                 });
             }
             // Not storable: let identical waiting requests go to the backend now.
@@ -118,7 +173,7 @@ impl CacheState {
     }
 
     /// A response body chunk went by; at the end, store what was captured.
-    pub fn on_body(&mut self, body: &Option<Bytes>, end: bool, cache: &Cache) {
+    pub fn on_body(&mut self, req: &RequestHeader, body: &Option<Bytes>, end: bool, cache: &Cache) {
         let (Some(capture), Some(route)) = (&mut self.capture, &self.route) else {
             return;
         };
@@ -132,25 +187,83 @@ impl CacheState {
         if !end {
             return;
         }
-        let (Some(capture), Some(key)) = (self.capture.take(), self.key.clone()) else {
+        let (Some(capture), Some(slot)) = (self.capture.take(), self.slot.clone()) else {
             return;
         };
-        let entry = CachedResponse {
-            status: capture.status,
-            headers: capture.headers,
-            body: capture.body.freeze(),
-            stored_at_ms: cache.clock().now_ms(),
-            ttl_ms: millis(capture.ttl),
-            stale_while_revalidate_ms: millis(route.stale_while_revalidate),
-            stale_if_error_ms: millis(route.stale_if_error),
+        let names = key::union(
+            key::route_selecting(&route.vary, route.allow_authorized),
+            &capture.storing.vary,
+        );
+        let selected = key::selected(&names, &req.headers);
+        let entry = capture.storing.entry(
+            capture.status,
+            capture.body.freeze(),
+            capture.received_ms,
+            selected,
+        );
+        self.store(slot, entry, cache);
+    }
+
+    /// Stores `entry` where its selecting headers say, fills this request's
+    /// guard with what identical waiting requests may use, and tells a
+    /// request waiting on this refresh.
+    fn store(&mut self, slot: Slot, entry: CachedResponse, cache: &Cache) {
+        let Some(route) = &self.route else { return };
+        let names: Vec<String> = entry.selected.iter().map(|(n, _)| n.clone()).collect();
+        let now = cache.clock().now_ms();
+        // Where the entry goes, and the marker to write first when there is a new one.
+        let (target, marker) = if names.is_empty() {
+            (slot.primary.clone(), None)
+        } else {
+            match &slot.marker {
+                Some((known, epoch)) if *known == names => {
+                    (slot.primary.variant(*epoch, &entry.selected), None)
+                }
+                _ => {
+                    let epoch = rand::random::<u64>();
+                    let marker =
+                        CachedResponse::marker(&names, epoch, now, policy::millis(route.max_ttl));
+                    (slot.primary.variant(epoch, &entry.selected), Some(marker))
+                }
+            }
         };
-        // The filter is synchronous: store on a task. Identical requests keep
-        // waiting on the fill guard until it lands, so none misses meanwhile.
-        let (fill, cache, generation) = (self.fill.take(), cache.clone(), self.generation);
+        let (fill, cache, generation, done) = (
+            self.fill.take(),
+            cache.clone(),
+            self.generation,
+            self.done.take(),
+        );
         tokio::spawn(async move {
+            let entry = Arc::new(entry);
+            // The guard is the looked-up key's: its waiters get what answers
+            // them: the entry when it is stored there, else the new marker.
             match fill {
-                Some(f) => f.fill(entry).await,
-                None => cache.store_since(generation, key, entry).await,
+                Some(f) if *f.key() == target => {
+                    if let Some(m) = marker {
+                        cache.store_since(generation, slot.primary.clone(), m).await;
+                    }
+                    f.fill((*entry).clone()).await;
+                }
+                Some(f) if *f.key() == slot.primary && marker.is_some() => {
+                    cache
+                        .store_since(generation, target, (*entry).clone())
+                        .await;
+                    if let Some(m) = marker {
+                        f.fill(m).await;
+                    }
+                }
+                other => {
+                    drop(other);
+                    cache
+                        .store_since(generation, target, (*entry).clone())
+                        .await;
+                    if let Some(m) = marker {
+                        cache.store_since(generation, slot.primary.clone(), m).await;
+                    }
+                }
+            }
+            if let Some(done) = done {
+                let _ = done.send(Some(entry));
             }
         });
     }
@@ -159,6 +272,10 @@ impl CacheState {
         self.capture = None;
         self.fill = None;
         self.route = None;
+        self.revalidating = None;
+        if let Some(done) = self.done.take() {
+            let _ = done.send(None);
+        }
     }
 }
 
@@ -181,7 +298,8 @@ impl CacheFront {
     ) -> Result<Phase> {
         let refresh = self.revalidator.refresh_id(session.req_header());
         let generation = self.cache.generation();
-        let (key, body) = match prepare(session, route, pool).await? {
+        let now = self.cache.clock().now_ms();
+        let (primary, body) = match prepare(session, route, pool).await? {
             Prepared::Key(k, b) => (k, b),
             Prepared::Bypass(reason) => {
                 tracing::debug!(reason, "Cache bypassed");
@@ -191,34 +309,141 @@ impl CacheFront {
         };
         let mut st = CacheState {
             x_cache: XCache::Miss,
-            key: Some(key.clone()),
+            slot: None,
             route: Some(route.clone()),
             fill: None,
             stale: None,
             capture: None,
             generation,
+            requested_ms: now,
+            revalidating: None,
+            done: None,
         };
         if let Some(id) = refresh {
-            st.fill = self.revalidator.take(id);
-        } else {
-            match self.cache.lookup(&key).await {
-                Lookup::Hit(hit) => {
-                    let now = self.cache.clock().now_ms();
-                    let _answered = serve(session, &hit.entry, hit.x_cache(), now).await?;
-                    if let Some(guard) = hit.revalidate {
-                        self.revalidator.spawn(guard, session.req_header(), body);
-                    }
-                    return Ok(Phase::Answered);
+            // This proxy's own replay: fill what the waiting request asked for.
+            match self.revalidator.take(id) {
+                Some(p) => {
+                    st.slot = Some(p.slot);
+                    st.fill = p.guard;
+                    st.revalidating = p.stale;
+                    st.done = Some(p.done);
                 }
-                Lookup::Miss(m) => {
-                    st.fill = m.fill;
-                    st.stale = m.stale;
-                }
+                None => st = CacheState::bypass(),
+            }
+            *state = Some(st);
+            return Ok(Phase::Forward);
+        }
+        let mut slot = Slot {
+            key: primary.clone(),
+            primary,
+            marker: None,
+        };
+        let mut lookup = self.cache.lookup(&slot.key).await;
+        if let Lookup::Hit(h) = &lookup {
+            if let Some((names, epoch)) = h.entry.as_marker() {
+                let selected = key::selected(&names, &session.req_header().headers);
+                slot.key = slot.primary.variant(epoch, &selected);
+                slot.marker = Some((names, epoch));
+                lookup = self.cache.lookup(&slot.key).await;
             }
         }
+        let mut stale = None;
+        match lookup {
+            Lookup::Hit(hit) if selects(&hit.entry, session.req_header()) => {
+                let now = self.cache.clock().now_ms();
+                match policy::usable(&session.req_header().headers, &hit.entry, now) {
+                    Usable::Serve | Usable::ServeStale => {
+                        let _answered = serve(session, &hit.entry, hit.x_cache(), now).await?;
+                        if let Some(guard) = hit.revalidate {
+                            let pending = Pending::new(slot, Some(guard), Some(hit.entry.clone()));
+                            drop(self.revalidator.spawn(pending, session.req_header(), body));
+                        }
+                        return Ok(Phase::Answered);
+                    }
+                    Usable::Revalidate => {
+                        st.fill = hit.revalidate;
+                        stale = Some(hit.entry);
+                    }
+                }
+            }
+            Lookup::Hit(_) => {}
+            Lookup::Miss(m) => {
+                st.fill = m.fill;
+                stale = m.stale;
+            }
+        }
+        if policy::only_if_cached(&session.req_header().headers) {
+            let _ = Answer::text(504, "not in cache (only-if-cached)")?
+                .send(session)
+                .await?;
+            return Ok(Phase::Answered);
+        }
+        let revalidate = stale.as_ref().is_some_and(|s| {
+            matches!(session.req_header().method, Method::GET | Method::HEAD)
+                && !policy::validators(s).is_empty()
+        });
+        if let (true, Some(old)) = (revalidate, stale.clone()) {
+            // Ask the backend whether the stored copy still holds, through
+            // this proxy's own listener; the replay stores what comes back.
+            let pending = Pending::new(slot.clone(), st.fill.take(), Some(old.clone()));
+            let done = self.revalidator.spawn(pending, session.req_header(), body);
+            let now = self.cache.clock().now_ms();
+            match done.await {
+                Ok(Some(entry)) => {
+                    let x = if entry.body == old.body && entry.status == old.status {
+                        XCache::Revalidated
+                    } else {
+                        XCache::Miss
+                    };
+                    let _answered = serve(session, &entry, x, now).await?;
+                    return Ok(Phase::Answered);
+                }
+                _ if old.serves_on_error(now) => {
+                    let _answered = serve(session, &old, XCache::Stale, now).await?;
+                    return Ok(Phase::Answered);
+                }
+                // Not stored (no longer cacheable, or the backend failed): forward it ourselves.
+                _ => {}
+            }
+        }
+        st.stale = stale.filter(|s| s.serves_on_error(self.cache.clock().now_ms()));
+        st.slot = Some(slot);
         *state = Some(st);
         Ok(Phase::Forward)
     }
+
+    /// Invalidates what is stored for `paths` of `pool` after a successful
+    /// unsafe request (RFC 9111 §4.4): their GET and HEAD responses, every variant.
+    pub async fn invalidate(&self, pool: &str, paths: &[(String, Option<String>)]) {
+        for (path, query) in paths {
+            for method in ["GET", "HEAD"] {
+                let key = KeyParts {
+                    method,
+                    pool,
+                    path,
+                    query: query.as_deref(),
+                    body: b"",
+                }
+                .key();
+                let report = self
+                    .cache
+                    .purge(crate::cache::Purge::Key(key.to_string()))
+                    .await;
+                if !report.errors.is_empty() {
+                    tracing::warn!(key = %key, errors = ?report.errors, "Cache invalidation incomplete");
+                }
+            }
+        }
+    }
+}
+
+/// Whether a stored variant was stored for this request's values of its selecting headers.
+fn selects(entry: &CachedResponse, req: &RequestHeader) -> bool {
+    entry.as_marker().is_none()
+        && entry
+            .selected
+            .iter()
+            .all(|(name, value)| policy::selecting_value(&req.headers, name) == *value)
 }
 
 /// Checks the request against the route's rules, reads its body and computes the key.
@@ -245,17 +470,11 @@ async fn prepare(session: &mut Session, route: &RouteCache, pool: &Pool) -> Resu
         None => Bytes::new(),
     };
     let req = session.req_header();
-    let keyed = key::keyed_headers(&route.vary, route.allow_authorized, &req.headers);
-    let vary: Vec<(&str, Option<&[u8]>)> = keyed
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_deref()))
-        .collect();
     let key = KeyParts {
         method: req.method.as_str(),
         pool: &pool.name,
         path: req.uri.path(),
         query: req.uri.query(),
-        vary: &vary,
         body: &body,
     }
     .key();
@@ -282,21 +501,30 @@ async fn read_body(session: &mut Session, declared: u64) -> Result<Bytes> {
     Ok(body.freeze())
 }
 
-/// `d` in whole milliseconds, saturating.
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Writes a cached response.
+/// Writes a cached response: a `304` when the request's own conditions match it.
 pub async fn serve(
     session: &mut Session,
     entry: &CachedResponse,
     x_cache: XCache,
     now_ms: u64,
 ) -> Result<Phase> {
-    let mut a = Answer::new(entry.status, entry.body.clone(), entry.headers.len() + 2)?;
+    let req = session.req_header();
+    let not_modified = policy::not_modified(&req.method, &req.headers, entry);
+    let (status, body) = if not_modified {
+        (304, Bytes::new())
+    } else {
+        (entry.status, entry.body.clone())
+    };
+    let mut a = Answer::new(status, body, entry.headers.len() + 2)?;
     for (name, value) in &entry.headers {
-        a.append(name.clone(), &value[..])?;
+        let sent = if not_modified {
+            policy::NOT_MODIFIED_HEADERS.contains(&name.as_str())
+        } else {
+            !policy::TARGETED.contains(&name.as_str())
+        };
+        if sent {
+            a.append(name.clone(), &value[..])?;
+        }
     }
     let a = a
         .set("age", &entry.age_secs(now_ms).to_string())?
@@ -304,7 +532,32 @@ pub async fn serve(
     a.send(session).await
 }
 
-type RefreshClient = Client<HttpConnector, Full<Bytes>>;
+/// A refresh waiting for its replay to arrive.
+struct Pending {
+    slot: Slot,
+    /// The key's fill, for the replay to fill.
+    guard: Option<FillGuard>,
+    /// The stored copy being refreshed: a `304` to the replay refreshes it.
+    stale: Option<Arc<CachedResponse>>,
+    done: oneshot::Sender<Option<Arc<CachedResponse>>>,
+}
+
+impl Pending {
+    fn new(
+        slot: Slot,
+        guard: Option<FillGuard>,
+        stale: Option<Arc<CachedResponse>>,
+    ) -> (Pending, oneshot::Receiver<Option<Arc<CachedResponse>>>) {
+        let (done, rx) = oneshot::channel();
+        let p = Pending {
+            slot,
+            guard,
+            stale,
+            done,
+        };
+        (p, rx)
+    }
+}
 
 /// Refreshes stale entries by replaying requests through the proxy's own listener.
 struct Revalidator {
@@ -312,8 +565,8 @@ struct Revalidator {
     base: String,
     /// Random per process, so clients cannot force refreshes.
     secret: String,
-    /// Fill guards of refreshes in flight, by refresh id, for the replayed request to take.
-    pending: Arc<Mutex<HashMap<u64, FillGuard>>>,
+    /// Refreshes in flight, by refresh id, for the replayed request to take.
+    pending: Arc<Mutex<HashMap<u64, Pending>>>,
     next_id: AtomicU64,
 }
 
@@ -341,24 +594,42 @@ impl Revalidator {
         (secret == self.secret).then(|| id.parse().ok())?
     }
 
-    /// The fill guard of refresh `id`, for the replayed request to fill.
-    fn take(&self, id: u64) -> Option<FillGuard> {
+    /// Refresh `id`, for the replayed request to carry out.
+    fn take(&self, id: u64) -> Option<Pending> {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id)
     }
 
-    /// Replays `req` in the background; the replay fills `guard`.
-    fn spawn(&self, guard: FillGuard, req: &RequestHeader, body: Bytes) {
+    /// Replays `req` in the background, conditionally when the stale copy
+    /// has validators; the answer says what the replay stored (`None`:
+    /// nothing, or the replay failed).
+    fn spawn(
+        &self,
+        (pending, done): (Pending, oneshot::Receiver<Option<Arc<CachedResponse>>>),
+        req: &RequestHeader,
+        body: Bytes,
+    ) -> oneshot::Receiver<Option<Arc<CachedResponse>>> {
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut builder = http::Request::builder()
             .method(req.method.clone())
             .uri(format!("{}{}", self.base, path));
+        let validators = pending
+            .stale
+            .as_deref()
+            .filter(|_| matches!(req.method, Method::GET | Method::HEAD))
+            .map(policy::validators)
+            .unwrap_or_default();
         for (name, value) in req.headers.iter() {
-            if !matches!(name.as_str(), "host" | "connection" | "content-length") {
+            let conditional =
+                !validators.is_empty() && policy::CONDITIONALS.contains(&name.as_str());
+            if !conditional && !matches!(name.as_str(), "host" | "connection" | "content-length") {
                 builder = builder.header(name, value);
             }
+        }
+        for (name, value) in validators {
+            builder = builder.header(name, &value[..]);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request = match builder
@@ -366,31 +637,41 @@ impl Revalidator {
             .body(Full::new(body))
         {
             Ok(r) => r,
-            Err(e) => return tracing::warn!(error = %e, "Cannot build a cache refresh"),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot build a cache refresh");
+                return done;
+            }
         };
-        let key = guard.key().clone();
-        let pending = self.pending.clone();
-        pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, guard);
+        let key = pending.slot.key.clone();
+        let pending_map = self.pending.clone();
+        {
+            let mut map = pending_map.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() >= MAX_PENDING {
+                tracing::debug!(key = %key, "Too many cache refreshes in flight");
+                return done;
+            }
+            map.insert(id, pending);
+        }
         let client = self.client.clone();
         tokio::spawn(async move {
-            let done = tokio::time::timeout(REVALIDATE_TIMEOUT, async {
+            let finished = tokio::time::timeout(REVALIDATE_TIMEOUT, async {
                 let resp = client.request(request).await?;
                 // Read to the end: the proxy stores at end of stream.
                 resp.into_body().collect().await.map(|_| ())?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             })
             .await;
-            if !matches!(done, Ok(Ok(()))) {
+            if !matches!(finished, Ok(Ok(()))) {
                 tracing::debug!(key = %key, "Cache refresh failed");
             }
             // Not taken (the replay failed or bypassed the cache): release the waiters.
-            pending
+            pending_map
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
         });
+        done
     }
 }
+
+type RefreshClient = Client<HttpConnector, Full<Bytes>>;

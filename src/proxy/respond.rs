@@ -26,7 +26,7 @@ impl Phase {
 }
 
 /// A response written by the proxy itself: status, headers, a whole body.
-/// `content-length` is set on sending; a HEAD request gets no body.
+/// `content-length` is set on sending (not on `204`/`304`); a HEAD request gets no body.
 pub struct Answer {
     header: ResponseHeader,
     body: Bytes,
@@ -70,8 +70,10 @@ impl Answer {
 
     /// Writes the answer.
     pub async fn send(mut self, session: &mut Session) -> Result<Phase> {
-        self.header
-            .insert_header("content-length", self.body.len().to_string())?;
+        if !matches!(self.header.status.as_u16(), 204 | 304) {
+            self.header
+                .insert_header("content-length", self.body.len().to_string())?;
+        }
         let empty = self.body.is_empty() || session.req_header().method == http::Method::HEAD;
         session
             .write_response_header(Box::new(self.header), empty)

@@ -7,7 +7,13 @@
 //!
 //! On cached routes `request_filter` also keys and looks the request up
 //! (`caching`); the response phases capture a miss for storing, and
-//! `fail_to_proxy` (or an empty pool) serves a stale copy when there is one.
+//! `fail_to_proxy` (or an empty pool, or a `5xx`) serves a stale copy when
+//! there is one within its stale-if-error window. A successful unsafe
+//! request (not GET, HEAD, OPTIONS, TRACE; POST too unless the route caches
+//! POST by body) invalidates the stored GET/HEAD responses of its URL and of
+//! the same-host `Location`/`Content-Location` it names (RFC 9111 §4.4).
+//! Hop-by-hop headers and those a `Connection` field names are not
+//! forwarded either way, nor are the cache-targeted response fields.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +30,7 @@ use super::caching::{self, CacheFront, CacheState};
 use super::hold::Held;
 use super::pool::{Lease, Outcome, Pool, Pools};
 use super::respond::{Answer, Phase};
+use crate::cache::policy;
 use crate::cache::{RouteCache, XCache};
 use crate::config::{Config, RouteConfig};
 use crate::metrics;
@@ -57,6 +64,8 @@ pub struct Ctx {
     body_bytes: u64,
     response_started: bool,
     upstream_status: Option<u16>,
+    /// Index of the request's route.
+    route: Option<usize>,
     /// Cache state on cached routes.
     cache: Option<CacheState>,
     _active: ActiveGuard,
@@ -157,6 +166,7 @@ impl Gantry {
             Err(e) => return Self::reject(session, ctx, 500, "no_route", e.to_string()).await,
         };
         ctx.idempotent = route.idempotent;
+        ctx.route = Some(index);
         ctx.pool = Some(pool.clone());
         let limit = pool.config.max_body_bytes;
         let declared = session
@@ -213,12 +223,81 @@ impl Gantry {
             return false;
         };
         let now = front.cache.clock().now_ms();
+        if !stale.serves_on_error(now) {
+            return false;
+        }
         match caching::serve(session, &stale, XCache::Stale, now).await {
             Ok(phase) => phase.answered(),
             Err(e) => {
                 tracing::debug!(error = %e, "Writing a stale response failed");
                 false
             }
+        }
+    }
+
+    /// The request holds a stale copy it may serve now that the backend failed.
+    fn has_stale(&self, ctx: &Ctx) -> bool {
+        let (Some(front), Some(stale)) = (
+            &self.cache,
+            ctx.cache.as_ref().and_then(|c| c.stale.as_ref()),
+        ) else {
+            return false;
+        };
+        stale.serves_on_error(front.cache.clock().now_ms())
+    }
+
+    /// After a successful unsafe request, drops what is cached for its URL
+    /// and for the same-host URLs its `Location`/`Content-Location` name.
+    async fn invalidate_after(&self, session: &Session, resp: &ResponseHeader, ctx: &Ctx) {
+        let (Some(front), Some(index)) = (&self.cache, ctx.route) else {
+            return;
+        };
+        let req = session.req_header();
+        let safe = matches!(
+            req.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+        );
+        let status = resp.status.as_u16();
+        let cached_by_body = |i: usize| {
+            self.route_caches[i]
+                .as_ref()
+                .is_some_and(|r| r.methods.contains(&req.method))
+        };
+        if safe || !(200..400).contains(&status) || cached_by_body(index) {
+            return;
+        }
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let mut targets = vec![(
+            index,
+            req.uri.path().to_string(),
+            req.uri.query().map(str::to_string),
+        )];
+        for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+            let Some(uri) = resp
+                .headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<http::Uri>().ok())
+            else {
+                continue;
+            };
+            let same_host = uri.authority().is_none_or(|a| Some(a.as_str()) == host);
+            if !same_host || !uri.path().starts_with('/') {
+                continue;
+            }
+            if let Some((i, _)) = self.route(uri.path()) {
+                targets.push((i, uri.path().to_string(), uri.query().map(str::to_string)));
+            }
+        }
+        for (i, path, query) in targets {
+            if self.route_caches[i].is_none() {
+                continue;
+            }
+            let pool = &self.routes[i].pool;
+            front.invalidate(pool, &[(path, query)]).await;
         }
     }
 
@@ -274,6 +353,7 @@ impl ProxyHttp for Gantry {
             body_bytes: 0,
             response_started: false,
             upstream_status: None,
+            route: None,
             cache: None,
             _active: ActiveGuard::new(),
         }
@@ -387,6 +467,14 @@ impl ProxyHttp for Gantry {
             e.set_retry(true);
             return Err(e);
         }
+        if matches!(status, 500 | 502 | 503 | 504) && self.has_stale(ctx) {
+            // stale-if-error covers error responses too: fail_to_proxy serves the copy.
+            self.finish_attempt(ctx, Outcome::Http5xx);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "backend error, stale copy served",
+            ));
+        }
         ctx.response_started = true;
         let outcome = match status {
             _ if shed => Outcome::Shed,
@@ -394,8 +482,8 @@ impl ProxyHttp for Gantry {
             _ => Outcome::Ok,
         };
         self.finish_attempt(ctx, outcome);
-        if let Some(c) = &mut ctx.cache {
-            c.on_response_header(resp);
+        if let (Some(c), Some(front)) = (&mut ctx.cache, &self.cache) {
+            c.on_response_header(session.req_header(), resp, &front.cache);
         }
         Ok(())
     }
@@ -407,30 +495,40 @@ impl ProxyHttp for Gantry {
         _ctx: &mut Ctx,
     ) -> Result<()> {
         req.remove_header(caching::REVALIDATE_HEADER);
+        for name in policy::connection_named(&req.headers) {
+            req.remove_header(&name);
+        }
         Ok(())
     }
 
     async fn response_filter(
         &self,
-        _s: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        for name in policy::connection_named(&resp.headers) {
+            resp.remove_header(&name);
+        }
+        for name in policy::TARGETED {
+            resp.remove_header(name);
+        }
         if let Some(c) = &ctx.cache {
             resp.insert_header("x-cache", c.x_cache.as_str())?;
         }
+        self.invalidate_after(session, resp, ctx).await;
         Ok(())
     }
 
     fn response_body_filter(
         &self,
-        _s: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
         if let (Some(c), Some(front)) = (&mut ctx.cache, &self.cache) {
-            c.on_body(body, end, &front.cache);
+            c.on_body(session.req_header(), body, end, &front.cache);
         }
         Ok(None)
     }

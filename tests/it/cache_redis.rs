@@ -127,6 +127,7 @@ fn entry(body: &str, at: u64, ttl_ms: u64) -> CachedResponse {
         ttl_ms,
         stale_while_revalidate_ms: 0,
         stale_if_error_ms: 0,
+        ..Default::default()
     }
 }
 
@@ -136,7 +137,6 @@ fn key(body: &str) -> CacheKey {
         pool: "analysis",
         path: "/v1/analyze",
         query: None,
-        vary: &[],
         body: body.as_bytes(),
     }
     .key()
@@ -366,7 +366,6 @@ async fn purge_by_key_prefix_and_all_uses_scan_and_spares_foreign_keys() {
             pool,
             path: "/v1/analyze",
             query: None,
-            vary: &[],
             body: format!("{{\"i\":{i}}}").as_bytes(),
         }
         .key();
@@ -422,7 +421,12 @@ async fn responses_that_are_not_stored_leave_every_tier_empty() {
         };
         // The proxy's rule: fill only what policy allows; otherwise drop the guard.
         let guard = m.fill.unwrap();
-        if policy::response_ttl(&route, status, &headers, len).is_ok() {
+        let times = policy::Times {
+            requested_ms: START,
+            received_ms: START,
+        };
+        let method = http::Method::POST;
+        if policy::storable(&route, &method, status, &headers, len, times).is_ok() {
             guard.fill(entry("v", START, 60_000)).await;
         } else {
             drop(guard);

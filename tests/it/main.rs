@@ -5,6 +5,7 @@ mod support;
 
 mod cache_redis;
 mod first_run;
+mod http_cache;
 mod model_golden;
 mod observability;
 mod proxy_balancing;

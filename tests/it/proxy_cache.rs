@@ -486,7 +486,6 @@ async fn purge_via_admin_api_needs_the_token_and_reaches_every_tier() {
         pool: "analysis",
         path: "/v1/analyze",
         query: None,
-        vary: &[],
         body: br#"{"i":0}"#,
     }
     .key();
