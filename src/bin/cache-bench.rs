@@ -99,6 +99,9 @@ async fn run(args: &Args, policy: &str, draws: &[usize]) -> Outcome {
             .redis
             .clone()
             .unwrap_or_else(|| "redis://unused".into()),
+        username: None,
+        password: None,
+        tls: None,
         pool_size: 4,
         connect_timeout: Duration::from_secs(1),
         command_timeout: Duration::from_secs(1),

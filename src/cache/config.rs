@@ -67,9 +67,19 @@ pub struct MemoryConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    /// `redis://host:port/db`; none (the default) turns L2 off.
+    /// `redis://host:port/db`, or `rediss://` for TLS; none (the default) turns L2 off.
     #[serde(default)]
     pub url: Option<String>,
+    /// ACL user name (Redis 6+). Default none: the `default` user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The environment variable holding the password (`AUTH`); the password
+    /// itself never goes in this file and is never logged. Default none.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// TLS to Redis: on with a `rediss://` URL or this block.
+    #[serde(default)]
+    pub tls: Option<RawRedisTls>,
     /// Connections in the pool. Default 4.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
@@ -170,11 +180,17 @@ pub struct CacheConfig {
     pub max_object_bytes: u64,
 }
 
-/// Validated L2 settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Validated L2 settings; `Debug` shows the URL [`redacted`].
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// Server URL.
+    /// Server URL (`redis://` or `rediss://`); may hold credentials: show it [`redacted`].
     pub url: String,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password, from the environment.
+    pub password: Option<Secret>,
+    /// TLS settings, when TLS is on.
+    pub tls: Option<RedisTls>,
     /// Pool size.
     pub pool_size: usize,
     /// Connect timeout.
@@ -189,6 +205,67 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Admin purge timeout.
     pub purge_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redacted(&self.url))
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("tls", &self.tls.is_some())
+            .field("pool_size", &self.pool_size)
+            .field("command_timeout", &self.command_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `cache.redis.tls`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisTls {
+    /// PEM file of the CA certificates that sign the server's; default the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A password: never shown by `Debug`, so never in a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The password itself, to hand to the client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// TLS to Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    /// Roots other than the system's: the PEM certificates read from `ca_file`.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// A Redis URL with any password in it replaced by `***`, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
 }
 
 /// Validated L3 settings.
@@ -253,6 +330,9 @@ impl Default for RawRedis {
     fn default() -> Self {
         RawRedis {
             url: None,
+            username: None,
+            password_env: None,
+            tls: None,
             pool_size: default_pool_size(),
             connect_timeout: default_connect_timeout(),
             command_timeout: default_command_timeout(),
@@ -313,16 +393,33 @@ pub fn validate(raw: RawCache, src: &Source, errors: &mut Vec<ConfigError>) -> C
         );
         positive(errors, "redis.failure_threshold", r.failure_threshold > 0);
     }
+    let mut tls = None;
+    let mut password = None;
     if let Some(url) = r.url.as_deref() {
-        let parsed = match url.starts_with("redis://") {
-            true => fred::types::config::Config::from_url(url).map(|_| ()),
-            false => Err(fred::error::Error::new(
+        let plain = url
+            .strip_prefix("rediss://")
+            .map(|rest| format!("redis://{rest}"));
+        let parsed = match plain.as_deref().unwrap_or(url) {
+            u if u.starts_with("redis://") => fred::types::config::Config::from_url(u).map(|_| ()),
+            _ => Err(fred::error::Error::new(
                 fred::error::ErrorKind::Config,
-                "expected redis://host:port[/db]",
+                "expected redis://host:port[/db] or rediss://",
             )),
         };
         if let Err(e) = parsed {
             errors.push(src.error("cache.redis.url", format!("not a Redis URL: {e}")));
+        }
+        if plain.is_some() || r.tls.is_some() {
+            tls = Some(redis_tls(r.tls.as_ref(), src, errors));
+        }
+        if let Some(var) = &r.password_env {
+            match std::env::var(var) {
+                Ok(p) if !p.is_empty() => password = Some(Secret(p)),
+                _ => errors.push(src.error(
+                    "cache.redis.password_env",
+                    format!("environment variable {var} is not set"),
+                )),
+            }
         }
     }
     let d = &raw.disk;
@@ -338,6 +435,9 @@ pub fn validate(raw: RawCache, src: &Source, errors: &mut Vec<ConfigError>) -> C
         memory: raw.memory,
         redis: raw.redis.url.clone().map(|url| RedisConfig {
             url,
+            username: r.username.clone(),
+            password,
+            tls,
             pool_size: r.pool_size,
             connect_timeout: r.connect_timeout,
             command_timeout: r.command_timeout,
@@ -392,6 +492,27 @@ pub fn validate_route(
         stale_while_revalidate: raw.stale_while_revalidate,
         stale_if_error: raw.stale_if_error,
         max_ttl: raw.max_ttl,
+    }
+}
+
+/// Reads the CA file of `cache.redis.tls`, if any.
+fn redis_tls(raw: Option<&RawRedisTls>, src: &Source, errors: &mut Vec<ConfigError>) -> RedisTls {
+    let Some(path) = raw.and_then(|t| t.ca_file.as_ref()) else {
+        return RedisTls { ca_pem: None };
+    };
+    let at = "cache.redis.tls.ca_file";
+    match std::fs::read(path) {
+        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+            RedisTls { ca_pem: Some(pem) }
+        }
+        Ok(_) => {
+            errors.push(src.error(at, format!("{}: no PEM certificate in it", path.display())));
+            RedisTls { ca_pem: None }
+        }
+        Err(e) => {
+            errors.push(src.error(at, format!("{}: {e}", path.display())));
+            RedisTls { ca_pem: None }
+        }
     }
 }
 
@@ -507,6 +628,41 @@ mod tests {
         assert_eq!(c.redis.unwrap().command_timeout, Duration::from_millis(50));
         assert_eq!(r[0].methods, vec![http::Method::GET, http::Method::POST]);
         assert_eq!(r[0].max_object_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn redis_credentials_come_from_the_environment_and_never_show() {
+        std::env::set_var("GANTRY_TEST_REDIS_PW", "hunter2");
+        let (c, _) = load(
+            "cache:\n  redis:\n    url: 'rediss://cache.example:6380/1'\n    username: gantry\n    password_env: GANTRY_TEST_REDIS_PW\n",
+        )
+        .unwrap();
+        let r = c.redis.unwrap();
+        assert_eq!(r.password.as_ref().map(Secret::expose), Some("hunter2"));
+        assert_eq!(r.username.as_deref(), Some("gantry"));
+        assert_eq!(
+            r.tls,
+            Some(RedisTls { ca_pem: None }),
+            "rediss:// means TLS"
+        );
+        assert!(!format!("{r:?}").contains("hunter2"));
+        let errs = load(
+            "cache:\n  redis:\n    url: 'redis://h'\n    password_env: GANTRY_TEST_UNSET_VAR\n    tls: {ca_file: /nonexistent/ca.pem}\n",
+        )
+        .unwrap_err();
+        assert!(
+            errs[0].starts_with("g.yaml:5:11: cache.redis.tls.ca_file: /nonexistent/ca.pem:"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].contains(
+                "cache.redis.password_env: environment variable GANTRY_TEST_UNSET_VAR is not set"
+            ),
+            "{errs:?}"
+        );
+        assert_eq!(redacted("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redacted("redis://:secret@h"), "redis://:***@h");
+        assert_eq!(redacted("redis://h:1"), "redis://h:1");
     }
 
     #[test]

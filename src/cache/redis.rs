@@ -106,9 +106,22 @@ impl FredStore {
     /// Builds the clients; [`RemoteStore::start`] connects them. An
     /// unreachable server is not an error: fred keeps reconnecting.
     pub fn connect(cfg: &RedisConfig) -> Result<FredStore, RemoteError> {
+        let tls = cfg.tls.as_ref().map(tls_connector).transpose()?;
+        // A `rediss://` URL is read as `redis://`: the TLS settings are ours.
+        let url = match cfg.url.strip_prefix("rediss://") {
+            Some(rest) => format!("redis://{rest}"),
+            None => cfg.url.clone(),
+        };
         let build = |command_timeout: Duration| -> Result<Builder, RemoteError> {
-            let mut config = Config::from_url(&cfg.url)?;
+            let mut config = Config::from_url(&url)?;
             config.fail_fast = false;
+            if cfg.username.is_some() {
+                config.username = cfg.username.clone();
+            }
+            if let Some(p) = &cfg.password {
+                config.password = Some(p.expose().to_string());
+            }
+            config.tls = tls.clone().map(Into::into);
             let mut b = Builder::from_config(config);
             b.with_connection_config(|c| {
                 c.connection_timeout = cfg.connect_timeout;
@@ -128,6 +141,39 @@ impl FredStore {
             subscriber,
         })
     }
+}
+
+/// A rustls connector trusting `tls.ca_pem`, or the system's roots; ring as
+/// the crypto provider, named here so no process-wide default is needed.
+fn tls_connector(
+    tls: &super::config::RedisTls,
+) -> Result<fred::types::config::TlsConnector, RemoteError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let tls_error = |e: String| RemoteError::Setup(format!("TLS: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| tls_error(e.to_string()))?;
+                roots.add(cert).map_err(|e| tls_error(e.to_string()))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                // A system root rustls cannot use is skipped, as browsers do.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config.into())
 }
 
 #[async_trait]
@@ -513,6 +559,9 @@ mod tests {
     fn cfg() -> RedisConfig {
         RedisConfig {
             url: "redis://127.0.0.1:1".into(),
+            username: None,
+            password: None,
+            tls: None,
             pool_size: 1,
             connect_timeout: Duration::from_millis(100),
             command_timeout: Duration::from_millis(20),

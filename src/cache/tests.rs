@@ -25,6 +25,9 @@ struct Rig {
 fn redis_cfg() -> RedisConfig {
     RedisConfig {
         url: "redis://unused".into(),
+        username: None,
+        password: None,
+        tls: None,
         pool_size: 1,
         connect_timeout: Duration::from_millis(100),
         command_timeout: Duration::from_millis(20),

@@ -43,6 +43,9 @@ impl<'a> Opts<'a> {
 fn redis_cfg(url: String, namespace: &str) -> RedisConfig {
     RedisConfig {
         url,
+        username: None,
+        password: None,
+        tls: None,
         pool_size: 2,
         connect_timeout: Duration::from_millis(200),
         command_timeout: Duration::from_millis(100),

@@ -702,3 +702,109 @@ async fn cache_purge_command_uses_the_generated_token() {
     assert!(!nothing.status.success());
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("--key, --prefix or --all"));
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with `openssl` in `dir`:
+/// `ca.pem`, `server.pem`, `server.key`.
+fn test_certificates(dir: &std::path::Path) {
+    use std::process::Command;
+    let run = |args: &[&str]| {
+        crate::support::sh(Command::new("openssl").args(args).current_dir(dir));
+    };
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let ca = "-keyout ca.key -out ca.pem -days 2 -subj /CN=gantry-test-ca";
+    let mut args = vec!["req", "-x509", "-newkey", "rsa:2048", "-nodes"];
+    args.extend(ca.split(' '));
+    run(&args);
+    let csr = "-keyout server.key -out server.csr -subj /CN=127.0.0.1";
+    let mut args = vec!["req", "-newkey", "rsa:2048", "-nodes"];
+    args.extend(csr.split(' '));
+    run(&args);
+    let sign = "-in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext";
+    let mut args = vec!["x509", "-req"];
+    args.extend(sign.split(' '));
+    run(&args);
+}
+
+/// Keys in a TLS Redis, asked with `redis-cli` as user `gantry`.
+fn tls_dbsize(port: u16, certs: &std::path::Path, password: &str) -> u64 {
+    let out = crate::support::sh(
+        std::process::Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(certs.join("ca.pem"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "--user",
+                "gantry",
+                "--pass",
+                password,
+                "--no-auth-warning",
+                "DBSIZE",
+            ]),
+    );
+    out.trim().parse().unwrap_or(0)
+}
+
+/// L2 over TLS with an ACL user whose password comes from the environment:
+/// entries reach Redis, and the password is in no log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_an_acl_user_and_a_password_from_the_environment() {
+    const PASSWORD: &str = "s3cret-redis-pw";
+    let certs = tempfile::tempdir().unwrap();
+    test_certificates(certs.path());
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let args = [
+        "--tls-cert-file",
+        &file("server.pem"),
+        "--tls-key-file",
+        &file("server.key"),
+        "--tls-ca-cert-file",
+        &file("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "gantry",
+        "on",
+        &format!(">{PASSWORD}"),
+        "~*",
+        "&*",
+        "+@all",
+    ];
+    let redis = RedisServer::start_with(args.iter().map(|a| a.to_string()).collect(), true);
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let top = format!(
+        "  redis: {{url: 'rediss://127.0.0.1:{}', username: gantry, password_env: GANTRY_TEST_REDIS_PASSWORD, tls: {{ca_file: '{}'}}}}\n",
+        redis.port,
+        file("ca.pem"),
+    );
+    let g = Gantry::proxy(&config(&origin, dir.path(), "ttl: 60s", &top))
+        .env("GANTRY_TEST_REDIS_PASSWORD", PASSWORD)
+        .start()
+        .await;
+    g.until(
+        "subscribed to purges over TLS",
+        Duration::from_secs(10),
+        || async {
+            let m = g.metrics().await;
+            (metric(&m, "gantry_cache_invalidations_subscribed ") == 1.0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        post(&g, r#"{"url":"http://tls.example/"}"#, &[])
+            .await
+            .x_cache,
+        "MISS"
+    );
+    let port = redis.port;
+    let certs_dir = certs.path().to_path_buf();
+    g.until("the entry in Redis", Duration::from_secs(10), || {
+        let certs_dir = certs_dir.clone();
+        async move { tls_dbsize(port, &certs_dir, PASSWORD) >= 1 }
+    })
+    .await;
+    assert!(!g.log().contains(PASSWORD), "the password is never logged");
+}

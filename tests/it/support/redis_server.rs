@@ -12,16 +12,27 @@ pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
+    /// More `redis-server` arguments (users, passwords, TLS files).
+    extra: Vec<String>,
+    /// TLS only: the port is `--tls-port`, and readiness is an accepted connection.
+    tls: bool,
 }
 
 impl RedisServer {
     /// Starts a server on a free port (another, if someone takes that one first).
     pub fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new(), false)
+    }
+
+    /// Starts a server with `extra` arguments; `tls`: on a TLS-only port.
+    pub fn start_with(extra: Vec<String>, tls: bool) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut s = RedisServer {
             child: None,
             port: free_port(),
             dir,
+            extra,
+            tls,
         };
         for _ in 0..5 {
             if s.spawn() {
@@ -59,8 +70,15 @@ impl RedisServer {
     /// not ours.
     fn spawn(&mut self) -> bool {
         self.kill();
+        let port = self.port.to_string();
+        let ports: &[&str] = match self.tls {
+            true => &["--port", "0", "--tls-port", &port],
+            false => &["--port", &port],
+        };
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(ports)
+            .args(&self.extra)
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -77,7 +95,11 @@ impl RedisServer {
                     return false;
                 }
             }
-            if pong(self.port) {
+            let ready = match self.tls {
+                true => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+                false => pong(self.port),
+            };
+            if ready {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -86,7 +108,7 @@ impl RedisServer {
     }
 }
 
-/// Whether the server on `port` answers `PING` with `+PONG`.
+/// Whether the server on `port` answers `PING` with `+PONG` (or `-NOAUTH`: it wants a password).
 fn pong(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -94,7 +116,9 @@ fn pong(port: u16) -> bool {
     };
     let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
     let mut buf = [0u8; 7];
-    c.write_all(b"PING\r\n").is_ok() && c.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    c.write_all(b"PING\r\n").is_ok()
+        && c.read_exact(&mut buf).is_ok()
+        && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
 }
 
 impl Drop for RedisServer {
