@@ -92,6 +92,16 @@ pub static START_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Ready replicas replaced because the proxy counted them down or ejected too long.
+pub static REPLACED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gantry_scaler_replaced_unhealthy_total",
+        "Ready replicas replaced after staying unhealthy for replace_unhealthy_after, by pool",
+        &["pool"]
+    )
+    .expect("metric registers once")
+});
+
 /// Failed starts in a row per pool; above 0 the pool is failing and backing off.
 pub static START_FAILING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(

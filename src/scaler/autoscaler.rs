@@ -13,6 +13,11 @@
 //! words until a replica started after the failure has stayed ready for
 //! [`START_WINDOW`]. Until its first replica is ready, a pool holds requests
 //! ([`startup_hold`]) rather than answering 503; a failing pool does not.
+//!
+//! A ready replica the proxy has counted down or ejected for the policy's
+//! `replace_unhealthy_after` (a hung model, say) is drained and replaced;
+//! that counts as a failed start, so a pool whose every new replica hangs
+//! backs off like a crash loop instead of churning.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +96,8 @@ struct Tracked {
     since: Instant,
     /// The readiness task while starting, to cancel it if scaled away.
     task: Option<AbortHandle>,
+    /// Since when the proxy has not counted it up (while ready).
+    unhealthy_since: Option<Instant>,
 }
 
 /// What a replica task reports back.
@@ -290,6 +297,7 @@ impl Autoscaler {
                 return;
             }
         };
+        self.replace_unhealthy(&members, now);
         let ready = self.ready(&members);
         let reading = self
             .parts
@@ -346,6 +354,40 @@ impl Autoscaler {
             })
             .map(|t| t.replica.clone())
             .collect()
+    }
+
+    /// Drains ready replicas the proxy has not counted up for the policy's
+    /// `replace_unhealthy_after`; the next decisions start their replacements.
+    fn replace_unhealthy(&mut self, members: &[Member], now: Instant) {
+        let limit = self.policy.replace_unhealthy_after;
+        let mut replace = Vec::new();
+        for t in self
+            .replicas
+            .values_mut()
+            .filter(|t| t.phase == Phase::Ready)
+        {
+            let state = members
+                .iter()
+                .find(|m| m.addr == t.replica.addr)
+                .map(|m| m.state);
+            match state {
+                Some(BackendState::Down | BackendState::Ejected) => {
+                    let since = *t.unhealthy_since.get_or_insert(now);
+                    let for_ = now.saturating_duration_since(since);
+                    if !limit.is_zero() && for_ >= limit {
+                        replace.push((t.replica.id.clone(), for_));
+                    }
+                }
+                _ => t.unhealthy_since = None,
+            }
+        }
+        for (id, for_) in replace {
+            let why = format!("unhealthy for {}s: replaced", for_.as_secs());
+            tracing::warn!(pool = %self.pool, replica = %id, reason = %why, "Replacing an unhealthy replica");
+            m::REPLACED.with_label_values(&[&self.pool]).inc();
+            self.start_failed(why, now);
+            self.drain(&id);
+        }
     }
 
     /// Lists the runtime: adopts unknown replicas, forgets vanished ones.
@@ -497,6 +539,7 @@ impl Autoscaler {
                 phase: Phase::Starting,
                 since,
                 task: Some(task),
+                unhealthy_since: None,
             },
         );
     }

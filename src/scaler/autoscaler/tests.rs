@@ -310,3 +310,33 @@ async fn a_warming_pool_holds_requests_until_its_first_replica_is_ready() {
     assert_eq!(pool.hold.wait(&pool).await, crate::proxy::hold::Held::Off);
     r.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_unhealthy_too_long_is_replaced_with_backoff() {
+    let r = rig("hung", "min: 1\nmax: 2\nreplace_unhealthy_after: 10s\n");
+    until("one replica", || r.in_pool() == 1).await;
+    let hung = r.runtime.running("hung")[0].clone();
+    let pool = r.pools.get("hung").unwrap().clone();
+    let backends = pool.backends();
+    let backend = backends.iter().find(|b| b.addr == hung.addr).unwrap();
+    // Alive but failing its health checks: the proxy counts it down.
+    assert!(backend.mark_down());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        r.runtime.running("hung").iter().any(|x| x.id == hung.id),
+        "replaced too soon"
+    );
+    until("a replacement in the pool", || {
+        r.in_pool() == 1 && !r.runtime.running("hung").iter().any(|x| x.id == hung.id)
+    })
+    .await;
+    let s = r.journal.snapshot()["hung"].starts.clone();
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("unhealthy for")),
+        "{s:?}"
+    );
+    assert_eq!(m::REPLACED.with_label_values(&["hung"]).get(), 1);
+    r.stop().await;
+}

@@ -49,6 +49,8 @@ pub struct Policy {
     pub memory_mib: Option<u64>,
     /// Longest wait for a new replica's `/ready`.
     pub ready_timeout: Duration,
+    /// A ready replica unhealthy this long is replaced; zero: never.
+    pub replace_unhealthy_after: Duration,
     /// Longest drain of a removed replica.
     pub drain_timeout: Duration,
     /// The file it came from.

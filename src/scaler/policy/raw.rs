@@ -59,6 +59,12 @@ pub struct RawPolicy {
     #[serde(default = "default_ready_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub ready_timeout: Duration,
+    /// A ready replica that the proxy has not counted healthy (down or ejected)
+    /// for this long is replaced, with the failed-start backoff. Default 2m;
+    /// `0s` never replaces.
+    #[serde(default = "default_replace_unhealthy_after", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub replace_unhealthy_after: Duration,
     /// Longest a replica being removed may take to finish its requests. Default 30s.
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -252,6 +258,10 @@ fn default_tolerance() -> f64 {
 fn default_offset() -> String {
     "+00:00".into()
 }
+fn default_replace_unhealthy_after() -> Duration {
+    Duration::from_secs(120)
+}
+
 fn default_ready_timeout() -> Duration {
     Duration::from_secs(60)
 }

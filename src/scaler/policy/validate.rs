@@ -98,6 +98,7 @@ pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigError
         cpus: raw.resources.cpus,
         memory_mib: raw.resources.memory_mib,
         ready_timeout: raw.ready_timeout,
+        replace_unhealthy_after: raw.replace_unhealthy_after,
         drain_timeout: raw.drain_timeout,
         file: src.file.clone(),
     })
