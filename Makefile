@@ -38,6 +38,9 @@ run: release onnxruntime
 # The Docker tests scale a worker image built by the same script as
 # `make worker-image`, from the debug binary (no release build needed to test).
 TEST_WORKER_IMAGE ?= gantry-worker:ci
+# The `scaler.deployment` (gantry.deployment label) of every container the tests
+# start: per checkout, so `make clean-containers` removes only this checkout's.
+TEST_DEPLOYMENT ?= gantry-test-$(shell basename "$(CURDIR)" | tr -c 'A-Za-z0-9._\n-' '-' | cut -c1-40)
 # Reviewers' checks first (format, lints), then every test: the unit tests and
 # the one integration-test binary (tests/it). Four at a time: most integration
 # tests wait on child processes, sockets and timers rather than the CPU, and
@@ -47,7 +50,8 @@ test: deps-test onnxruntime
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) build --bins
 	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
-	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) $(CARGO) test --all-targets --no-fail-fast -- --test-threads=4
+	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) GANTRY_TEST_DEPLOYMENT=$(TEST_DEPLOYMENT) \
+	  $(CARGO) test --all-targets --no-fail-fast -- --test-threads=4
 
 bench-proxy: release
 	bench/proxy.sh
@@ -62,9 +66,15 @@ fmt:
 lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# Removes what this checkout's tests left behind, and only that: the containers
+# and networks of its test-only deployments (scaler.deployment in tests/it, see
+# tests/it/support/docker.rs). Your own deployments carry their own
+# gantry.deployment label and are never touched, nor are another checkout's tests.
 clean-containers:
-	-docker ps -aq --filter label=gantry.managed=true | xargs -r docker rm -f
-	-docker network ls -q --filter label=gantry.managed=true | xargs -r docker network rm
+	-for d in $(TEST_DEPLOYMENT) $(TEST_DEPLOYMENT)-peer; do \
+	  docker ps -aq --filter label=gantry.managed=true --filter label=gantry.deployment=$$d | xargs -r docker rm -f; \
+	  docker network ls -q --filter label=gantry.managed=true --filter label=gantry.deployment=$$d | xargs -r docker network rm; \
+	done
 
 # --- Inference worker: image and benchmark ---
 GANTRY_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)

@@ -54,6 +54,7 @@ routes: [{{prefix: /v1/analyze, pool: {pool}, idempotent: true}}]
 scaler:
   policies: {self.dir}/policies
   runtime: {runtime}
+  deployment: gantry-bench
   local: {{args: [worker, --model, '{model}']}}
   docker: {{image: '{image}', network: gantry-bench-{pool}, publish: true}}
 """

@@ -10,8 +10,7 @@ bin=${GANTRY_BIN:-$root/target/release/gantry}
 image=${WORKER_IMAGE:-gantry-worker:$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n1)}
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$root/.cache/onnxruntime-1.31.1/libonnxruntime.so}
 cleanup() {
-  docker ps -aq --filter label=gantry.pool=spike --filter label=gantry.managed=true | xargs -r docker rm -f >/dev/null
-  docker ps -aq --filter label=gantry.pool=zero --filter label=gantry.managed=true | xargs -r docker rm -f >/dev/null
+  docker ps -aq --filter label=gantry.deployment=gantry-bench --filter label=gantry.managed=true | xargs -r docker rm -f >/dev/null
   docker network rm gantry-bench-spike gantry-bench-zero >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

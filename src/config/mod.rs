@@ -207,7 +207,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             pools,
             routes,
             cache,
-            scaler: raw.scaler,
+            scaler: raw.scaler.map(|s| s.resolve(&src.file)),
         }),
         _ => Err(ConfigErrors(errors)),
     }

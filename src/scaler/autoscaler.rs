@@ -434,6 +434,7 @@ impl Autoscaler {
             pool: self.pool.clone(),
             cpus: self.policy.cpus,
             memory_mib: self.policy.memory_mib,
+            pids: self.policy.pids,
         };
         let started = Instant::now();
         let runtime = self.parts.runtime.clone();

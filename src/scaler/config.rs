@@ -3,10 +3,12 @@
 //! The serde types with their defaults are the validated types too: nothing
 //! in the section needs converting. [`check`] reports what is wrong, located,
 //! onto the list of the proxy config's own validation, so every error of the
-//! file is reported at once.
+//! file is reported at once. The one value filled in after reading is the
+//! deployment name, whose default comes from where the file is
+//! ([`ScalerConfig::resolve`]).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -22,6 +24,16 @@ pub struct ScalerConfig {
     /// Where replicas run: `local` (child processes) or `docker`. Default `local`.
     #[serde(default)]
     pub runtime: RuntimeKind,
+    /// Name of this deployment, the `gantry.deployment` label of every
+    /// container it starts. The scaler lists, adopts, drains, stops and
+    /// cleans only containers with its own name, so two deployments on one
+    /// engine with pools of the same name leave each other alone. Letters,
+    /// digits, `.`, `_`, `-`; at most 63. Default: derived from the config
+    /// file's canonical path (`<directory name>-<8 hex digits>`; the embedded
+    /// config: the working directory's), the same on every run from the same
+    /// file. Set it to keep a deployment's containers when the file moves.
+    #[serde(default)]
+    pub deployment: Option<String>,
     /// Settings of the local-process runtime.
     #[serde(default)]
     pub local: LocalConfig,
@@ -92,6 +104,9 @@ pub struct DockerConfig {
     /// Extra environment variables. Default none.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// `uid:gid` the worker runs as; never root. Default `65534:65534` (nobody).
+    #[serde(default = "default_user")]
+    pub user: String,
 }
 
 impl Default for DockerConfig {
@@ -103,21 +118,104 @@ impl Default for DockerConfig {
             publish: true,
             cmd: None,
             env: BTreeMap::new(),
+            user: default_user(),
         }
     }
 }
 
+impl ScalerConfig {
+    /// The deployment name: the configured one, else the default for a
+    /// config that was never read from a file (`default`).
+    pub fn deployment(&self) -> &str {
+        self.deployment.as_deref().unwrap_or("default")
+    }
+
+    /// Fills in the default deployment name for a config read from `file`.
+    pub fn resolve(mut self, file: &Path) -> ScalerConfig {
+        if self.deployment.is_none() {
+            self.deployment = Some(default_deployment(file));
+        }
+        self
+    }
+}
+
+/// `<directory name>-<8 hex digits of blake3(canonical path)>`: readable in
+/// `docker ps`, different for two checkouts with the same directory name,
+/// and the same on every run from the same file. A file that cannot be
+/// canonicalized (the embedded config) counts from the working directory.
+pub fn default_deployment(file: &Path) -> String {
+    let path = std::fs::canonicalize(file).unwrap_or_else(|_| {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        std::fs::canonicalize(&cwd).unwrap_or(cwd).join(file)
+    });
+    let hash = blake3::hash(path.as_os_str().as_encoded_bytes()).to_hex();
+    let dir: String = path
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().chars().map(label_char).collect())
+        .unwrap_or_default();
+    let dir = dir.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let dir: String = dir.chars().take(DEPLOYMENT_MAX - 9).collect();
+    if dir.is_empty() {
+        format!("gantry-{}", &hash[..8])
+    } else {
+        format!("{dir}-{}", &hash[..8])
+    }
+}
+
+/// Longest deployment name (a DNS label's length: it fits anywhere).
+const DEPLOYMENT_MAX: usize = 63;
+
+fn label_char(c: char) -> char {
+    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+        c
+    } else {
+        '-'
+    }
+}
+
+/// Why `name` is not a deployment name, if it is not.
+fn bad_deployment(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > DEPLOYMENT_MAX {
+        return Some("must be 1 to 63 characters");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Some("must start with a letter or digit");
+    }
+    if name.chars().any(|c| label_char(c) != c) {
+        return Some("may hold only letters, digits, `.`, `_` and `-`");
+    }
+    None
+}
+
+/// Whether `user` (`uid[:gid]` or a name) is root.
+fn is_root(user: &str) -> bool {
+    let who = user.split(':').next().unwrap_or_default().trim();
+    who.is_empty() || who == "root" || who.parse::<u32>() == Ok(0)
+}
+
 /// Checks the section; errors are located under `scaler.`.
 pub fn check(config: &ScalerConfig, src: &Source, errors: &mut Vec<ConfigError>) {
+    if let Some(why) = config.deployment.as_deref().and_then(bad_deployment) {
+        errors.push(src.error("scaler.deployment", why));
+    }
     let docker = &config.docker;
     if docker.image.trim().is_empty() {
         errors.push(src.error("scaler.docker.image", "must name an image"));
     }
-    if docker.network.trim().is_empty() {
+    let network = docker.network.trim();
+    if network.is_empty() {
         errors.push(src.error("scaler.docker.network", "must name a network"));
+    } else if matches!(network, "host" | "none") || network.starts_with("container:") {
+        let msg = "must be a user-defined network (not `host`, `none` or `container:`)";
+        errors.push(src.error("scaler.docker.network", msg));
     }
     if docker.port == 0 {
         errors.push(src.error("scaler.docker.port", "must be a port number"));
+    }
+    if is_root(&docker.user) {
+        let msg = "must name a user other than root, like `65534:65534`";
+        errors.push(src.error("scaler.docker.user", msg));
     }
 }
 
@@ -140,6 +238,10 @@ fn default_port() -> u16 {
 }
 fn yes() -> bool {
     true
+}
+/// `nobody`: owns nothing in the image, can read what the image ships.
+fn default_user() -> String {
+    "65534:65534".into()
 }
 
 #[cfg(test)]
@@ -169,12 +271,62 @@ mod tests {
         assert_eq!(c.runtime, RuntimeKind::Local);
         assert_eq!(c.local.args, default_local_args());
         assert_eq!((c.docker.port, c.docker.publish), (8000, true));
+        assert_eq!(c.docker.user, "65534:65534");
+        assert_eq!(c.deployment, None);
+    }
+
+    #[test]
+    fn the_default_deployment_is_stable_and_differs_by_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a/gantry"), dir.path().join("b/gantry"));
+        for d in [&a, &b] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("gantry.yaml"), "").unwrap();
+        }
+        let name = |d: &Path| default_deployment(&d.join("gantry.yaml"));
+        assert_eq!(name(&a), name(&a));
+        assert_ne!(name(&a), name(&b));
+        assert!(name(&a).starts_with("gantry-"), "{}", name(&a));
+        assert_eq!(bad_deployment(&name(&a)), None);
+        let embedded = default_deployment(Path::new("<embedded gantry.yaml>"));
+        assert_eq!(bad_deployment(&embedded), None, "{embedded}");
+        let c = load("scaler: {deployment: prod}\n").0.resolve(&a);
+        assert_eq!(c.deployment(), "prod");
+    }
+
+    /// The last part of the first error for `scaler: <section>`, if any.
+    fn check_section(section: &str, want: Option<&str>) {
+        let (_, errors) = load(&format!("scaler: {section}\n"));
+        let got = errors
+            .first()
+            .map(|e| e.rsplit(": ").next().unwrap().to_string());
+        assert_eq!(got.as_deref(), want, "{section}");
+    }
+
+    #[test]
+    fn deployment_names_and_users() {
+        let long = format!("{{deployment: {}}}", "x".repeat(64));
+        let length = Some("must be 1 to 63 characters");
+        check_section("{deployment: prod-2.eu_west}", None);
+        check_section("{deployment: ''}", length);
+        check_section(&long, length);
+        check_section(
+            "{deployment: -x}",
+            Some("must start with a letter or digit"),
+        );
+        let chars = Some("may hold only letters, digits, `.`, `_` and `-`");
+        check_section("{deployment: 'a=b'}", chars);
+        let root = Some("must name a user other than root, like `65534:65534`");
+        check_section("{docker: {user: '1000:1000'}}", None);
+        check_section("{docker: {user: '0'}}", root);
+        check_section("{docker: {user: '0:65534'}}", root);
+        check_section("{docker: {user: root}}", root);
     }
 
     #[test]
     fn every_error_is_located() {
         let text =
-            "scaler:\n  runtime: docker\n  docker:\n    image: ' '\n    network: ''\n    port: 0\n";
+            "scaler:\n  runtime: docker\n  docker:\n    image: ' '\n    network: ''\n    port: 0\n    user: '0:0'\n";
         let (_, errors) = load(text);
         assert_eq!(
             errors,
@@ -182,7 +334,13 @@ mod tests {
                 "g.yaml:4:5: scaler.docker.image: must name an image",
                 "g.yaml:5:5: scaler.docker.network: must name a network",
                 "g.yaml:6:5: scaler.docker.port: must be a port number",
+                "g.yaml:7:5: scaler.docker.user: must name a user other than root, like `65534:65534`",
             ]
+        );
+        let (_, errors) = load("scaler:\n  docker: {network: host}\n");
+        assert_eq!(
+            errors,
+            ["g.yaml:2:12: scaler.docker.network: must be a user-defined network (not `host`, `none` or `container:`)"]
         );
     }
 }

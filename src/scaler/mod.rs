@@ -186,8 +186,12 @@ pub fn parts(
     let runtime: Arc<dyn runtime::Runtime> = match config.runtime {
         config::RuntimeKind::Local => Arc::new(runtime::local::LocalRuntime::new(&config.local)?),
         config::RuntimeKind::Docker => {
-            let d = Arc::new(runtime::docker::DockerRuntime::new(config.docker.clone()));
+            let d = Arc::new(runtime::docker::DockerRuntime::new(
+                config.docker.clone(),
+                config.deployment(),
+            ));
             d.watch_events();
+            tracing::info!(deployment = %config.deployment(), "Docker runtime: managing this deployment's containers");
             d
         }
     };

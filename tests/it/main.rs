@@ -12,6 +12,7 @@ mod proxy_balancing;
 mod proxy_cache;
 mod proxy_failures;
 mod scaler_docker;
+mod scaler_docker_runtime;
 mod scaler_local;
 mod scaler_policies;
 mod tidy;

@@ -4,23 +4,25 @@
 //! fake worker FROM scratch; `GANTRY_TEST_WORKER_IMAGE` picks another.
 //! Tests run one at a time (they share the engine and `make
 //! clean-containers`); each uses its own pool label and network, removed by
-//! a guard even when the test fails.
+//! a guard even when the test fails, in the test-only deployment that `make
+//! clean-containers` is limited to.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::docker::{containers, unique, worker_image, DockerCleanup};
+use crate::support::docker::{
+    containers, test_deployment, unique, worker_image, DockerCleanup, ONE_AT_A_TIME,
+};
 use crate::support::load::Load;
 use crate::support::{client, fake_worker, free_port, root, sh, Gantry};
-
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What the analysis route accepts (the real worker wants a URL).
 const BODY: &str = r#"{"url":"http://paypal.com.secure-login.example.ru/"}"#;
 
 fn config(pool: &str, image: &str, network: &str) -> String {
+    let deployment = test_deployment();
     format!(
-        "pools:\n  {pool}:\n    health: {{interval: 200ms}}\n    drain_timeout: 5s\nroutes:\n  - {{prefix: /, pool: {pool}, idempotent: true}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: docker\n  docker: {{image: '{image}', network: {network}, publish: true}}\n"
+        "pools:\n  {pool}:\n    health: {{interval: 200ms}}\n    drain_timeout: 5s\nroutes:\n  - {{prefix: /, pool: {pool}, idempotent: true}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: docker\n  deployment: {deployment}\n  docker: {{image: '{image}', network: {network}, publish: true}}\n"
     )
 }
 
@@ -153,8 +155,25 @@ async fn restarted_scaler_adopts_its_containers_without_duplicates() {
     );
 }
 
+/// Starts a container of `image` labelled as another deployment's
+/// (a user's compose stack) with a pool named `pool`; returns its id.
+fn users_container(image: &str, pool: &str) -> String {
+    let deployment = format!("deployment=users-{pool}");
+    let labels = [
+        "gantry.managed=true".to_string(),
+        format!("gantry.{deployment}"),
+        format!("gantry.pool={pool}"),
+    ];
+    let mut cmd = Command::new("docker");
+    cmd.args(["run", "-d", "--name", &format!("{pool}-users")]);
+    for l in &labels {
+        cmd.args(["--label", l]);
+    }
+    sh(cmd.arg(image)).trim().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn make_clean_containers_removes_managed_ones_and_spares_others() {
+async fn make_clean_containers_removes_test_ones_and_spares_a_users_stack() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (image, _) = worker_image();
     let (pool, network, mut guard) = names("dc");
@@ -171,10 +190,19 @@ async fn make_clean_containers_removes_managed_ones_and_spares_others() {
         2,
         "containers stay for the next run to adopt"
     );
+    // Another deployment's worker, with the same pool name: a user's stack.
+    let users = users_container(&image, &pool);
+    guard.extra.push(users.clone());
     sh(Command::new("make")
         .arg("clean-containers")
+        .arg(format!("TEST_DEPLOYMENT={}", test_deployment()))
         .current_dir(root()));
-    assert!(containers(&pool).is_empty(), "{:?}", containers(&pool));
+    assert_eq!(
+        containers(&pool),
+        std::slice::from_ref(&users),
+        "only the test's containers go"
+    );
+    assert!(running(&users), "the user's managed container was removed");
     assert!(running(&stranger), "the unlabelled container was removed");
 }
 
@@ -187,7 +215,8 @@ async fn unreachable_docker_keeps_the_proxy_serving() {
         .spawn()
         .unwrap();
     let config = format!(
-        "pools:\n  du:\n    health: {{interval: 200ms}}\n    backends: [{{addr: '127.0.0.1:{worker_port}'}}]\nroutes:\n  - {{prefix: /, pool: du, idempotent: true}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: docker\n"
+        "pools:\n  du:\n    health: {{interval: 200ms}}\n    backends: [{{addr: '127.0.0.1:{worker_port}'}}]\nroutes:\n  - {{prefix: /, pool: du, idempotent: true}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: docker\n  deployment: {}\n",
+        test_deployment()
     );
     let up = Gantry::up(&config)
         .policy("du.yaml", &policy("du", "min: 2\nmax: 3\n"))

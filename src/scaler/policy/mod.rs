@@ -45,8 +45,10 @@ pub struct Policy {
     pub utc_offset_minutes: i32,
     /// CPU limit per replica, cores.
     pub cpus: Option<f64>,
-    /// Memory limit per replica, MiB.
-    pub memory_mib: Option<u64>,
+    /// Memory limit per replica, MiB (Docker).
+    pub memory_mib: u64,
+    /// Process and thread limit per replica (Docker).
+    pub pids: u32,
     /// Longest wait for a new replica's `/ready`.
     pub ready_timeout: Duration,
     /// A ready replica unhealthy this long is replaced; zero: never.

@@ -52,7 +52,7 @@ pub struct RawPolicy {
     /// Offset of the schedule's clock from UTC, like `+02:00`. Default `+00:00`.
     #[serde(default = "default_offset")]
     pub utc_offset: String,
-    /// Resource limits of each replica (Docker runtime only). Default none.
+    /// Resource limits of each replica (Docker runtime only). Defaults: no CPU limit, 1024 MiB memory, 1024 pids.
     #[serde(default)]
     pub resources: RawResources,
     /// Longest a new replica may take to answer `/ready` before it is discarded. Default 60s.
@@ -229,17 +229,47 @@ pub struct RawFloor {
 }
 
 /// Per-replica resource limits (Docker).
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawResources {
     /// CPU limit in cores, like 1.5. Default none.
     #[serde(default)]
     pub cpus: Option<f64>,
-    /// Memory limit in MiB. Default none.
-    #[serde(default)]
-    pub memory_mib: Option<u64>,
+    /// Memory limit in MiB (no swap on top). At least 6. Default 1024.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// Most processes and threads in a replica (a fork bomb stops there). Default 1024.
+    #[serde(default = "default_pids")]
+    pub pids: u32,
 }
 
+impl Default for RawResources {
+    fn default() -> Self {
+        RawResources {
+            cpus: None,
+            memory_mib: default_memory_mib(),
+            pids: default_pids(),
+        }
+    }
+}
+
+/// Docker refuses a memory limit under 6 MiB.
+pub const MIN_MEMORY_MIB: u64 = 6;
+/// The worker holds its model (a few MiB), ONNX Runtime's arenas and the
+/// batch queue; 1 GiB leaves room for a larger model and keeps one
+/// replica from taking the host. `memory_percent` is measured against it.
+const DEFAULT_MEMORY_MIB: u64 = 1024;
+/// Threads count as pids: tokio starts one worker thread per core it sees
+/// (no `cpus` limit: every host core), plus session and blocking threads;
+/// 1024 fits a 256-core host with room and still stops a fork bomb.
+const DEFAULT_PIDS: u32 = 1024;
+
+fn default_memory_mib() -> u64 {
+    DEFAULT_MEMORY_MIB
+}
+fn default_pids() -> u32 {
+    DEFAULT_PIDS
+}
 fn one() -> u32 {
     1
 }

@@ -66,8 +66,12 @@ pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigError
     {
         err("resources.cpus", "must be more than 0");
     }
-    if raw.resources.memory_mib == Some(0) {
-        err("resources.memory_mib", "must be more than 0");
+    if raw.resources.memory_mib < raw::MIN_MEMORY_MIB {
+        let msg = format!("must be at least {} (Docker's floor)", raw::MIN_MEMORY_MIB);
+        err("resources.memory_mib", &msg);
+    }
+    if raw.resources.pids == 0 {
+        err("resources.pids", "must be at least 1");
     }
     let offset = parse_offset(&raw.utc_offset)
         .map_err(|m| err("utc_offset", &m))
@@ -97,6 +101,7 @@ pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigError
         utc_offset_minutes: offset,
         cpus: raw.resources.cpus,
         memory_mib: raw.resources.memory_mib,
+        pids: raw.resources.pids,
         ready_timeout: raw.ready_timeout,
         replace_unhealthy_after: raw.replace_unhealthy_after,
         drain_timeout: raw.drain_timeout,

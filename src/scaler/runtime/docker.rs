@@ -1,10 +1,12 @@
 //! Docker containers through the Engine API (bollard): create, start, list, watch, stop.
 //!
-//! Containers carry `gantry.managed=true` and `gantry.pool=<pool>`; every
-//! list and event filter names those labels, and [`Runtime::stop`] checks
-//! them again before touching a container, so a container without them is
-//! never stopped or removed. Exited managed containers are removed when
-//! listed (no orphans).
+//! Containers carry `gantry.managed=true`, `gantry.deployment=<name>` and
+//! `gantry.pool=<pool>` ([`super::container`]); every list and event filter
+//! names those labels, and [`Runtime::stop`] checks them again before
+//! touching a container, so a container of another deployment, or without
+//! them, is never adopted, stopped or removed. Exited containers of this
+//! deployment are removed when listed (no orphans). They run hardened:
+//! non-root, read-only, no capabilities, limited (see [`super::container`]).
 //!
 //! Addressing (see `scaler.docker.publish`): with `publish` (the default,
 //! for a proxy on the host) the worker port is published on 127.0.0.1 at a
@@ -22,9 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest, PortBinding,
-};
+use bollard::models::{ContainerSummaryStateEnum, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
@@ -34,9 +34,10 @@ use bollard::Docker;
 use futures::StreamExt;
 use tokio::sync::broadcast;
 
+use super::container::{self, create_body, is_ours};
 use super::{
     http_ready, last_words, probe_client, Death, Replica, ReplicaSpec, Runtime, RuntimeError,
-    Usage, MANAGED_LABEL, POOL_LABEL,
+    Usage, DEPLOYMENT_LABEL, MANAGED_LABEL, POOL_LABEL,
 };
 use crate::client::HttpClient;
 use crate::scaler::config::DockerConfig;
@@ -47,6 +48,8 @@ const STOP_SECONDS: i32 = 5;
 /// The Docker runtime.
 pub struct DockerRuntime {
     config: DockerConfig,
+    /// `scaler.deployment`: the only `gantry.deployment` label value touched.
+    deployment: String,
     docker: tokio::sync::Mutex<Option<Docker>>,
     network_ready: tokio::sync::Mutex<bool>,
     deaths: broadcast::Sender<Death>,
@@ -66,10 +69,12 @@ fn not_found(e: &bollard::errors::Error) -> bool {
 }
 
 impl DockerRuntime {
-    /// A runtime for `config`; nothing is contacted until first use.
-    pub fn new(config: DockerConfig) -> DockerRuntime {
+    /// A runtime for `config` that manages the containers of `deployment`;
+    /// nothing is contacted until first use.
+    pub fn new(config: DockerConfig, deployment: &str) -> DockerRuntime {
         DockerRuntime {
             config,
+            deployment: deployment.to_string(),
             docker: tokio::sync::Mutex::new(None),
             network_ready: tokio::sync::Mutex::new(false),
             deaths: broadcast::channel(64).0,
@@ -117,13 +122,13 @@ impl DockerRuntime {
         });
     }
 
-    /// Forwards `die` events of managed containers until the stream ends.
+    /// Forwards `die` events of this deployment's containers until the stream ends.
     fn event_stream(&self, d: &Docker) -> impl std::future::Future<Output = ()> + 'static {
-        let managed = format!("{MANAGED_LABEL}=true");
+        let labels = container::filters(&self.deployment, None);
         let filters = HashMap::from([
             ("type", vec!["container"]),
             ("event", vec!["die"]),
-            ("label", vec![managed.as_str()]),
+            ("label", labels.iter().map(String::as_str).collect()),
         ]);
         let opts = EventsOptionsBuilder::default().filters(&filters).build();
         let mut stream = d.events(Some(opts));
@@ -166,7 +171,10 @@ impl DockerRuntime {
                 d.create_network(NetworkCreateRequest {
                     name: name.clone(),
                     driver: Some("bridge".into()),
-                    labels: Some(HashMap::from([(MANAGED_LABEL.into(), "true".into())])),
+                    labels: Some(HashMap::from([
+                        (MANAGED_LABEL.into(), "true".into()),
+                        (DEPLOYMENT_LABEL.into(), self.deployment.clone()),
+                    ])),
                     ..Default::default()
                 })
                 .await?;
@@ -176,43 +184,6 @@ impl DockerRuntime {
         }
         *ready = true;
         Ok(())
-    }
-
-    fn create_body(&self, spec: &ReplicaSpec) -> ContainerCreateBody {
-        let port = format!("{}/tcp", self.config.port);
-        let port_bindings = self.config.publish.then(|| {
-            HashMap::from([(
-                port.clone(),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )])
-        });
-        let env: Vec<String> = self
-            .config
-            .env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        ContainerCreateBody {
-            image: Some(self.config.image.clone()),
-            cmd: self.config.cmd.clone(),
-            env: (!env.is_empty()).then_some(env),
-            labels: Some(HashMap::from([
-                (MANAGED_LABEL.into(), "true".into()),
-                (POOL_LABEL.into(), spec.pool.clone()),
-            ])),
-            exposed_ports: Some(vec![port]),
-            host_config: Some(HostConfig {
-                network_mode: Some(self.config.network.clone()),
-                port_bindings,
-                nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
-                memory: spec.memory_mib.map(|m| (m * 1024 * 1024) as i64),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
     }
 
     /// Where the proxy reaches container `id`.
@@ -297,10 +268,7 @@ impl Runtime for DockerRuntime {
 
     async fn list(&self, pool: &str) -> Result<Vec<Replica>, RuntimeError> {
         let d = self.docker().await?;
-        let labels = [
-            format!("{MANAGED_LABEL}=true"),
-            format!("{POOL_LABEL}={pool}"),
-        ];
+        let labels = container::filters(&self.deployment, Some(pool));
         let filters = HashMap::from([("label", labels.iter().map(String::as_str).collect())]);
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
@@ -312,7 +280,7 @@ impl Runtime for DockerRuntime {
             match c.state {
                 Some(ContainerSummaryStateEnum::RUNNING) => {}
                 Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD) => {
-                    tracing::info!(container = %id, pool, "Removing exited managed container");
+                    tracing::info!(container = %id, pool, deployment = %self.deployment, "Removing exited managed container");
                     self.remove(&d, &id).await?;
                     continue;
                 }
@@ -338,7 +306,10 @@ impl Runtime for DockerRuntime {
         let name = format!("gantry-{}-{:08x}", spec.pool, rand::random::<u32>());
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         let id = d
-            .create_container(Some(opts), self.create_body(spec))
+            .create_container(
+                Some(opts),
+                create_body(&self.config, &self.deployment, spec),
+            )
             .await?
             .id;
         let started = async {
@@ -373,12 +344,11 @@ impl Runtime for DockerRuntime {
             Err(e) => return Err(e.into()),
         };
         let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
-        let ours = labels.get(MANAGED_LABEL).map(String::as_str) == Some("true")
-            && labels.get(POOL_LABEL) == Some(&replica.pool);
-        if !ours {
+        if !is_ours(&labels, &self.deployment, &replica.pool) {
             return Err(RuntimeError::Other(format!(
-                "refusing to stop container {}: it lacks the {MANAGED_LABEL}/{POOL_LABEL} labels",
-                replica.id
+                "refusing to stop container {}: it lacks the labels {MANAGED_LABEL}=true, \
+                 {DEPLOYMENT_LABEL}={}, {POOL_LABEL}={}",
+                replica.id, self.deployment, replica.pool
             )));
         }
         let opts = StopContainerOptionsBuilder::default()

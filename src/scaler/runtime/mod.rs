@@ -5,9 +5,10 @@
 //! - [`fake`] — in memory, for tests of the control loop.
 //!
 //! **Invariant:** a runtime only ever lists, stops or watches replicas that
-//! carry its marks (Docker: the `gantry.managed=true` and `gantry.pool`
-//! labels; local: children it spawned itself).
+//! carry its marks (Docker: the `gantry.managed=true`, `gantry.deployment`
+//! and `gantry.pool` labels; local: children it spawned itself).
 
+pub mod container;
 pub mod docker;
 pub mod fake;
 pub mod local;
@@ -22,6 +23,10 @@ use crate::client::HttpClient;
 
 /// Label marking containers the scaler owns.
 pub const MANAGED_LABEL: &str = "gantry.managed";
+/// Label naming the deployment (`scaler.deployment`) a container belongs
+/// to: two deployments on one engine with pools of the same name never
+/// touch each other's containers.
+pub const DEPLOYMENT_LABEL: &str = "gantry.deployment";
 /// Label naming a container's pool.
 pub const POOL_LABEL: &str = "gantry.pool";
 
@@ -51,10 +56,12 @@ pub struct Death {
 pub struct ReplicaSpec {
     /// Pool it serves.
     pub pool: String,
-    /// CPU limit, cores.
+    /// CPU limit, cores (none: no limit).
     pub cpus: Option<f64>,
-    /// Memory limit, MiB.
-    pub memory_mib: Option<u64>,
+    /// Memory limit, MiB (Docker; swap is not added to it).
+    pub memory_mib: u64,
+    /// Most processes and threads in the replica (Docker).
+    pub pids: u32,
 }
 
 /// Resource use of one replica, in percent of its limit (or of the host).

@@ -1,9 +1,42 @@
 //! Docker for the scaler tests: the image they scale, the containers of a pool, clean-up.
+//!
+//! Every container a test starts through gantry belongs to a test-only
+//! deployment ([`test_deployment`], [`test_peer_deployment`]): `make
+//! clean-containers` removes those and nothing else.
 
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use super::{fake_worker, sh};
+use super::{fake_worker, root, sh};
+
+/// `scaler.deployment` of every test config: `GANTRY_TEST_DEPLOYMENT` (`make
+/// test` sets it), else `gantry-test-<checkout directory name>`, what `make
+/// clean-containers` computes too. Per checkout, so a test run cleaning up
+/// never removes another checkout's test containers on a shared engine.
+pub fn test_deployment() -> String {
+    if let Ok(d) = std::env::var("GANTRY_TEST_DEPLOYMENT") {
+        return d;
+    }
+    let dir = root().file_name().unwrap_or_default().to_string_lossy();
+    let dir: String = dir
+        .chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '-',
+        })
+        .take(40)
+        .collect();
+    format!("gantry-test-{dir}")
+}
+
+/// A second test deployment on the same engine; `make clean-containers` removes it too.
+pub fn test_peer_deployment() -> String {
+    format!("{}-peer", test_deployment())
+}
+
+/// The Docker tests run one at a time: they share the engine, and one of
+/// them runs `make clean-containers`, which removes every test container.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn docker(args: &[&str]) -> Command {
     let mut c = Command::new("docker");
@@ -48,6 +81,46 @@ pub fn fake_image() -> String {
         tag
     })
     .clone()
+}
+
+/// The real worker image (the model, ONNX Runtime): `GANTRY_TEST_WORKER_IMAGE`,
+/// else `gantry-worker:<version>` when built, else one built here by
+/// `docker/worker/build.sh` from this test build's binary, removed when the
+/// returned guard drops.
+pub fn real_worker_image() -> (String, ImageCleanup) {
+    let (image, real) = worker_image();
+    if real {
+        return (image, ImageCleanup(None));
+    }
+    let tag = format!("gantry-worker:{}", unique("test-"));
+    let out = Command::new(root().join("docker/worker/build.sh"))
+        .arg(&tag)
+        .env("GANTRY_BIN", env!("CARGO_BIN_EXE_gantry"))
+        .env("ORT_DYLIB_PATH", super::worker::ort_lib())
+        .env(
+            "IMAGE_CONTEXT",
+            root().join("target").join(tag.replace(':', "-")),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker/worker/build.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (tag.clone(), ImageCleanup(Some(tag)))
+}
+
+/// Removes an image a test built for itself.
+pub struct ImageCleanup(Option<String>);
+
+impl Drop for ImageCleanup {
+    fn drop(&mut self) {
+        if let Some(tag) = &self.0 {
+            let _ = docker(&["rmi", "-f", tag]).output();
+            let _ = std::fs::remove_dir_all(root().join("target").join(tag.replace(':', "-")));
+        }
+    }
 }
 
 /// Ids of the containers labelled with `pool`, running or not.
