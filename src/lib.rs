@@ -5,6 +5,7 @@
 //!
 //! - [`admin`] — the admin API's wire types and its client (the proxy serves it; the scaler and CLI call it);
 //! - [`client`] — a small HTTP/1 client for the control path;
+//! - [`conn`] — client connection limits every listener shares: cap, head/body/idle timeouts;
 //! - [`config`] — `gantry.yaml`: raw serde types -> validated `Config`, composing the cache and scaler sections;
 //! - [`proxy`] — the Pingora service, pools, balancing, health, admin API;
 //! - [`cache`] — the tiered response cache (memory, Redis, disk);
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod cache;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod metrics;
 pub mod proxy;
 pub mod scaler;

@@ -63,8 +63,10 @@ pub struct Config {
     pub admin_token: AdminToken,
     /// Proxy worker threads.
     pub threads: usize,
-    /// Request head limits.
+    /// Limits on client requests and connections.
     pub limits: raw::Limits,
+    /// Most admin connections open at once.
+    pub admin_max_connections: usize,
     /// Pools in name order.
     pub pools: Vec<PoolConfig>,
     /// Routes, longest prefix first.
@@ -161,11 +163,9 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
     if raw.threads == 0 {
         errors.push(src.error("threads", "must be at least 1"));
     }
-    if raw.limits.max_header_bytes < 1024 {
-        errors.push(src.error("limits.max_header_bytes", "must be at least 1024"));
-    }
-    if raw.limits.max_headers == 0 {
-        errors.push(src.error("limits.max_headers", "must be at least 1"));
+    check_limits(&raw.limits, src, &mut errors);
+    if raw.admin.max_connections == 0 {
+        errors.push(src.error("admin.max_connections", "must be at least 1"));
     }
     let pools: Vec<PoolConfig> = raw
         .pools
@@ -204,6 +204,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             admin_token,
             threads: raw.threads,
             limits: raw.limits,
+            admin_max_connections: raw.admin.max_connections,
             pools,
             routes,
             cache,
@@ -211,6 +212,51 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
         }),
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// Checks the `limits:` section.
+fn check_limits(l: &raw::Limits, src: &Source, errors: &mut Vec<ConfigError>) {
+    let mut check = |ok: bool, field: &str, msg: &str| {
+        if !ok {
+            errors.push(src.error(format!("limits.{field}"), msg));
+        }
+    };
+    check(
+        l.max_header_bytes >= 1024,
+        "max_header_bytes",
+        "must be at least 1024",
+    );
+    check(l.max_headers >= 1, "max_headers", "must be at least 1");
+    check(
+        l.max_uri_bytes >= 256,
+        "max_uri_bytes",
+        "must be at least 256",
+    );
+    check(
+        l.max_uri_bytes <= l.max_header_bytes,
+        "max_uri_bytes",
+        "must not exceed `max_header_bytes` (the request line is part of the head)",
+    );
+    check(
+        !l.head_timeout.is_zero(),
+        "head_timeout",
+        "must be more than 0",
+    );
+    check(
+        !l.body_timeout.is_zero(),
+        "body_timeout",
+        "must be more than 0",
+    );
+    check(
+        l.idle_timeout.as_secs() >= 1 && l.idle_timeout.subsec_nanos() == 0,
+        "idle_timeout",
+        "must be a whole number of seconds, at least 1s",
+    );
+    check(
+        l.max_connections >= 1,
+        "max_connections",
+        "must be at least 1",
+    );
 }
 
 /// Where the admin token comes from; a non-loopback admin address needs one
@@ -363,6 +409,37 @@ mod tests {
         let cached: Vec<bool> = c.routes.iter().map(|r| r.cache.is_some()).collect();
         assert_eq!(cached, vec![false, true], "longest prefix first");
         assert!(c.cache.redis.is_none() && c.cache.disk.is_some());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_bad_ones_are_located() {
+        let pool = "pools:\n  a:\n    backends: [{addr: '127.0.0.1:1'}]\n";
+        let c = from_str(Path::new("g.yaml"), pool).unwrap();
+        assert_eq!(c.limits.head_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.max_uri_bytes, 8192);
+        assert_eq!(c.limits.max_connections, 16_384);
+        assert_eq!(c.admin_max_connections, 256);
+        let text = format!(
+            "{pool}limits:\n  head_timeout: 0s\n  idle_timeout: 1500ms\n  max_connections: 0\n  max_uri_bytes: 65536\n"
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        for (line, field) in [
+            (5, "limits.head_timeout"),
+            (6, "limits.idle_timeout"),
+            (7, "limits.max_connections"),
+            (8, "limits.max_uri_bytes"),
+        ] {
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with(&format!("g.yaml:{line}:")) && e.contains(field)),
+                "{field} at line {line}: {errs:#?}"
+            );
+        }
+        assert!(
+            errors(&format!("{pool}limits: {{head_timeout: soon}}\n"))[0]
+                .contains("limits.head_timeout")
+        );
     }
 
     #[test]

@@ -40,17 +40,44 @@ pub struct RawConfig {
     pub scaler: Option<crate::scaler::config::ScalerConfig>,
 }
 
-/// Limits on a client's request head; past them the answer is `431`.
+/// Limits on what a client may send and how long it may take; the defaults
+/// are nginx's and HAProxy's, so a client that works behind those works here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest request head (request line and every header, names and
-    /// values). Default 32 KiB, nginx's `large_client_header_buffers`.
+    /// values); larger gets `431`. Default 32 KiB, nginx's `large_client_header_buffers`.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
-    /// Most request headers. Default 100, as in HAProxy's `tune.http.maxhdr` (101).
+    /// Most request headers; more gets `431`. Default 100, as in HAProxy's
+    /// `tune.http.maxhdr` (101).
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
+    /// Longest request target (path and query); longer gets `414`. Default
+    /// 8 KiB, Apache's `LimitRequestLine` (8190) and nginx's 8 KiB line buffer.
+    #[serde(default = "default_max_uri_bytes")]
+    pub max_uri_bytes: usize,
+    /// Total time to receive a request head, from accept or from the first
+    /// byte of a keep-alive request; past it the connection is closed. Per-read
+    /// timeouts would let a client sending a header line every few seconds
+    /// hold a socket forever. Default 30 s (nginx's `client_header_timeout`
+    /// is 60 s, HAProxy's `timeout http-request` is usually 10-30 s).
+    #[serde(default = "default_head_timeout", with = "humantime_serde")]
+    pub head_timeout: Duration,
+    /// Longest wait for the next piece of a request body; past it the request
+    /// fails and the connection closes. Default 60 s, nginx's `client_body_timeout`.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Longest a keep-alive connection may wait idle for its next request
+    /// (whole seconds). Default 75 s, nginx's `keepalive_timeout`.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; more are answered `503` and
+    /// closed, and counted in `gantry_connections_refused_total`. Default
+    /// 16384: above the 10,000 keep-alive connections we hold ourselves to,
+    /// within the usual 65,536 file descriptors (two per proxied connection).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +85,23 @@ impl Default for Limits {
         Limits {
             max_header_bytes: default_max_header_bytes(),
             max_headers: default_max_headers(),
+            max_uri_bytes: default_max_uri_bytes(),
+            head_timeout: default_head_timeout(),
+            body_timeout: default_body_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+impl Limits {
+    /// The connection limits of the traffic listener.
+    pub fn conn(&self) -> crate::conn::ConnLimits {
+        crate::conn::ConnLimits {
+            head_timeout: self.head_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
         }
     }
 }
@@ -68,6 +112,26 @@ fn default_max_header_bytes() -> usize {
 
 fn default_max_headers() -> usize {
     100
+}
+
+fn default_max_uri_bytes() -> usize {
+    8 * 1024
+}
+
+fn default_head_timeout() -> Duration {
+    crate::conn::DEFAULT_HEAD_TIMEOUT
+}
+
+fn default_body_timeout() -> Duration {
+    crate::conn::DEFAULT_BODY_TIMEOUT
+}
+
+fn default_idle_timeout() -> Duration {
+    crate::conn::DEFAULT_IDLE_TIMEOUT
+}
+
+fn default_max_connections() -> usize {
+    crate::conn::DEFAULT_MAX_CONNECTIONS
 }
 
 /// The admin listener.
@@ -86,6 +150,11 @@ pub struct RawAdmin {
     /// `GANTRY_ADMIN_TOKEN`). Default none.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Most admin connections open at once; more are closed and counted.
+    /// Default 256: operators, Prometheus and a scaler, not client traffic.
+    /// The admin listener takes its timeouts from `limits:`.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for RawAdmin {
@@ -94,8 +163,13 @@ impl Default for RawAdmin {
             listen: default_admin_listen(),
             token: None,
             token_env: None,
+            max_connections: default_admin_max_connections(),
         }
     }
+}
+
+fn default_admin_max_connections() -> usize {
+    256
 }
 
 /// One pool of interchangeable backends.

@@ -134,6 +134,18 @@ pub static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Client connections refused because their listener was at its connection
+/// cap (`limits.max_connections` on `traffic`, `admin.max_connections` on
+/// `admin`, `--max-connections` on `worker`).
+pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gantry_connections_refused_total",
+        "Client connections refused at the listener's connection cap, by listener",
+        &["listener"]
+    )
+    .expect("metric registers once")
+});
+
 /// Config reloads and admin changes to backends.
 pub static BACKEND_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(

@@ -8,13 +8,15 @@
 //! - `hold` — requests held while the scaler starts a first backend;
 //! - `respond` — answering a request ourselves (rejections, errors, cache hits);
 //! - `tasks` — background tasks with a shutdown signal, awaited on shutdown;
-//! - `admin` — the admin listener (metrics, health, backend API, cache purge).
+//! - `admin` — the admin listener (metrics, health, backend API, cache purge);
+//! - `listener` — the traffic listener's connection cap and head deadline around Pingora.
 
 pub mod admin;
 pub mod balance;
 pub mod caching;
 pub mod health;
 pub mod hold;
+pub mod listener;
 pub mod pool;
 pub mod respond;
 pub mod service;
@@ -78,6 +80,8 @@ impl From<crate::cache::CacheError> for ProxyError {
 /// background runtime, and the end of a graceful shutdown.
 struct Control {
     admin: Mutex<Option<std::net::TcpListener>>,
+    /// The admin listener's connection limits (timeouts from `limits:`).
+    admin_limits: crate::conn::ConnLimits,
     state: admin::AdminState,
     extra: Mutex<Vec<(&'static str, Task)>>,
     /// Longest the shutdown waits for requests in flight.
@@ -121,12 +125,13 @@ impl BackgroundService for Control {
         let listener = self.admin.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(l) = listener.and_then(|l| tokio::net::TcpListener::from_std(l).ok()) {
             let app = admin::router(self.state.clone());
+            let limits = self.admin_limits;
             tasks.spawn(
                 "admin listener",
-                Box::new(|mut sd| {
+                Box::new(move |mut sd| {
                     Box::pin(async move {
                         let stop = async move { tasks::stopping(&mut sd).await };
-                        let served = axum::serve(l, app).with_graceful_shutdown(stop).await;
+                        let served = crate::conn::serve(l, app, limits, "admin", stop).await;
                         if let Err(e) = served {
                             tracing::error!(error = %e, "Admin listener failed");
                         }
@@ -284,15 +289,18 @@ impl Proxy {
             let front = caching::CacheFront::new(cache.clone(), self.config.listen);
             handler = handler.with_cache(Arc::new(front));
         }
-        let mut svc = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            handler,
-            "gantry proxy",
-        );
+        let mut proxy = pingora::proxy::HttpProxy::new(handler, server.configuration.clone());
+        proxy.handle_init_modules();
+        let app = listener::Limited::new(proxy, self.config.limits.conn());
+        let mut svc = pingora::services::listening::Service::new("gantry proxy".into(), app);
         svc.add_tcp(&self.config.listen.to_string());
         svc.threads = Some(self.config.threads);
         let control = Control {
             admin: Mutex::new(Some(self.admin)),
+            admin_limits: crate::conn::ConnLimits {
+                max_connections: self.config.admin_max_connections,
+                ..self.config.limits.conn()
+            },
             state: admin::AdminState {
                 pools: self.pools.clone(),
                 token: self.token.clone(),

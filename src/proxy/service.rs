@@ -103,6 +103,12 @@ impl Gantry {
         }
     }
 
+    /// Why the request target is too long, if it is (`414`).
+    fn uri_too_long(&self, req: &pingora::http::RequestHeader) -> Option<String> {
+        let max = self.limits.max_uri_bytes;
+        (req.raw_path().len() > max).then(|| format!("request target longer than {max} bytes"))
+    }
+
     /// Why the request head is over the limits, if it is.
     fn head_too_large(&self, req: &pingora::http::RequestHeader) -> Option<String> {
         let l = &self.limits;
@@ -153,6 +159,10 @@ impl Gantry {
 
     /// Routes and admits a request: limits, cache lookup, holding for a backend.
     async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Phase> {
+        if let Some(msg) = self.uri_too_long(session.req_header()) {
+            session.set_keepalive(None);
+            return Self::reject(session, ctx, 414, "uri_too_long", msg).await;
+        }
         if let Some(msg) = self.head_too_large(session.req_header()) {
             session.set_keepalive(None);
             return Self::reject(session, ctx, 431, "head_too_large", msg).await;
@@ -359,6 +369,18 @@ impl ProxyHttp for Gantry {
         }
     }
 
+    /// The head is in: its deadline ends, the body read timeout and the
+    /// keep-alive idle timeout of `limits:` apply (Pingora would otherwise keep
+    /// an HTTP/1.1 connection open forever between requests).
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        super::listener::head_done();
+        session.set_read_timeout(Some(self.limits.body_timeout));
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.limits.idle_timeout.as_secs().max(1)));
+        }
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         Ok(self.admit(session, ctx).await?.answered())
     }
@@ -558,6 +580,10 @@ impl ProxyHttp for Gantry {
                     .as_ref()
                     .map_or(String::new(), |c| c.as_str().to_string()),
             ),
+            // `limits.body_timeout` passed between two reads of the body (nginx answers 408 too).
+            ErrorType::ReadTimedout if e.esource() == &ErrorSource::Downstream => {
+                (408, "request body not received in time".to_string())
+            }
             ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 (504, "upstream timed out".into())
             }
@@ -582,6 +608,7 @@ impl ProxyHttp for Gantry {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        super::listener::request_done();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed().as_secs_f64();
         match &ctx.pool {

@@ -40,6 +40,10 @@ use self::autoscaler::{Autoscaler, Parts};
 use self::policy::Policy;
 use crate::metrics::scaler as m;
 
+/// Most connections to `gantry scaler --listen` (metrics and the journal for
+/// Prometheus and operators; the admin listener's default).
+const STATUS_MAX_CONNECTIONS: usize = 256;
+
 /// The wall clock, for schedule floors; monotonic time comes from tokio.
 pub trait Clock: Send + Sync + 'static {
     /// Seconds since the Unix epoch.
@@ -265,7 +269,12 @@ pub fn run_standalone(
                     "/admin/scaler",
                     axum::routing::get(move || async move { axum::Json(journal.snapshot()) }),
                 );
-            tokio::spawn(async move { axum::serve(l, app).await });
+            let limits = crate::conn::ConnLimits {
+                max_connections: STATUS_MAX_CONNECTIONS,
+                ..crate::conn::ConnLimits::default()
+            };
+            let forever = std::future::pending::<()>();
+            tokio::spawn(crate::conn::serve(l, app, limits, "admin", forever));
         }
         let (tx, shutdown) = watch::channel(false);
         tokio::spawn(async move {

@@ -50,6 +50,20 @@ pub struct WorkerArgs {
     /// Most URLs in one `/v1/analyze/batch` request; more gets 413.
     #[arg(long, default_value_t = 256)]
     pub max_batch_items: usize,
+    /// Total time to receive a request head (from accept, or from a keep-alive
+    /// request's first byte); the connection is closed past it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub head_timeout: Duration,
+    /// Longest wait for the next piece of a request body.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Longest a keep-alive connection may sit idle between requests.
+    #[arg(long, default_value = "75s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Most connections open at once; more are closed at once and counted in
+    /// `gantry_connections_refused_total{listener="worker"}`.
+    #[arg(long, default_value_t = crate::conn::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Measure throughput and p99 over batch sizes and delays, print a table and exit.
     #[arg(long)]
     pub tune: bool,
@@ -75,6 +89,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most URLs in one batch request (default 256).
     pub max_batch_items: usize,
+    /// Connection cap and head, body and idle timeouts of the HTTP server
+    /// (defaults those of [`crate::conn`]: 16384, 30 s, 60 s, 75 s).
+    pub server: crate::conn::ConnLimits,
 }
 
 impl Default for Limits {
@@ -82,6 +99,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 64 * 1024,
             max_batch_items: 256,
+            server: crate::conn::ConnLimits::default(),
         }
     }
 }
@@ -116,9 +134,19 @@ impl WorkerConfig {
             ("--intra-threads", args.intra_threads),
             ("--max-body-bytes", args.max_body_bytes),
             ("--max-batch-items", args.max_batch_items),
+            ("--max-connections", args.max_connections),
         ] {
             if value == 0 {
                 problems.push(format!("{name} must be at least 1"));
+            }
+        }
+        for (name, value) in [
+            ("--head-timeout", args.head_timeout),
+            ("--body-timeout", args.body_timeout),
+            ("--idle-timeout", args.idle_timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("{name} must be more than 0"));
             }
         }
         if args.max_batch_size > 4096 {
@@ -143,6 +171,12 @@ impl WorkerConfig {
             limits: Limits {
                 max_body_bytes: args.max_body_bytes,
                 max_batch_items: args.max_batch_items,
+                server: crate::conn::ConnLimits {
+                    head_timeout: args.head_timeout,
+                    body_timeout: args.body_timeout,
+                    idle_timeout: args.idle_timeout,
+                    max_connections: args.max_connections,
+                },
             },
         })
     }
@@ -205,6 +239,14 @@ mod tests {
         let c = parse(&["--max-queue-delay", "2ms", "--onnx", "model.fp32.onnx"]).unwrap();
         assert_eq!(c.batch.max_queue_delay, Duration::from_millis(2));
         assert_eq!(c.onnx_file, PathBuf::from("m/model.fp32.onnx"));
+        let c = parse(&["--head-timeout", "2s", "--max-connections", "8"]).unwrap();
+        assert_eq!(c.limits.server.head_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.server.max_connections, 8);
+        let e = parse(&["--body-timeout", "0s", "--max-connections", "0"]).unwrap_err();
+        assert!(
+            e.contains("--body-timeout") && e.contains("--max-connections"),
+            "{e}"
+        );
         let e = parse(&["--max-batch-size", "0", "--sessions", "0"]).unwrap_err();
         assert!(
             e.contains("--max-batch-size") && e.contains("--sessions"),

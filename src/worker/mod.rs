@@ -211,16 +211,16 @@ pub fn ort_engines(
         .collect()
 }
 
-/// Serves `worker` on `listener` until `shutdown` completes, then finishes
-/// the requests in flight.
+/// Serves `worker` on `listener` within its connection limits until
+/// `shutdown` completes, then finishes the requests in flight.
 pub async fn serve(
     listener: TcpListener,
     worker: Worker,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
+    let limits = worker.limits.server;
     let app = http::router(Arc::new(worker));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    crate::conn::serve(listener, app, limits, "worker", shutdown)
         .await
         .map_err(|e| WorkerError::io("serving", e))
 }

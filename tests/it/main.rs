@@ -6,6 +6,7 @@ mod support;
 mod cache_redis;
 mod first_run;
 mod http_cache;
+mod limits;
 mod model_golden;
 mod observability;
 mod proxy_balancing;
