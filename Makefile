@@ -8,7 +8,7 @@ ORT_LIB := $(ORT_DIR)/libonnxruntime.so
 
 include models/model.mk
 
-.PHONY: run test build release onnxruntime deps deps-test bench-proxy bench-cache clean-containers fmt lint
+.PHONY: run test build release onnxruntime deps deps-test bench-proxy bench-cache soak clean-containers fmt lint
 
 # System packages (cmake for Pingora's zlib-ng, ...): installed when missing, or the command to run is printed.
 deps:
@@ -59,6 +59,12 @@ bench-proxy: release
 # Cache hit ratios (Zipf, in process, real Redis) and L1-hit throughput vs nginx proxy_cache.
 bench-cache: release
 	bench/cache.sh
+
+# Steady load at half of capacity through `gantry up` for DURATION; fails on any
+# failed request or on gantry's memory growing more than 10 % after warm-up.
+DURATION ?= 30m
+soak: release onnxruntime
+	bench/soak.sh $(DURATION)
 
 fmt:
 	$(CARGO) fmt --all
