@@ -159,12 +159,7 @@ impl CachedResponse {
             body: Bytes::copy_from_slice(&epoch.to_le_bytes()),
             stored_at_ms: now_ms,
             ttl_ms,
-            stale_while_revalidate_ms: 0,
-            stale_if_error_ms: 0,
-            age_ms: 0,
-            keep_ms: 0,
-            flags: Flags::default(),
-            selected: Vec::new(),
+            ..CachedResponse::default()
         }
     }
 
@@ -340,12 +335,7 @@ pub(crate) mod tests {
             body: Bytes::copy_from_slice(body.as_bytes()),
             stored_at_ms: at,
             ttl_ms,
-            stale_while_revalidate_ms: 0,
-            stale_if_error_ms: 0,
-            age_ms: 0,
-            keep_ms: 0,
-            flags: Flags::default(),
-            selected: Vec::new(),
+            ..CachedResponse::default()
         }
     }
 
