@@ -220,6 +220,11 @@ impl Gantry {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The child's working directory (`gantry.yaml`, `policies/`, logs; `{dir}` in the config).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Where the policy file `name` is.
     pub fn policy_path(&self, name: &str) -> PathBuf {
         self.dir.path().join("policies").join(name)

@@ -96,6 +96,23 @@ impl Load {
         }
     }
 
+    /// Requests answered so far, well or not.
+    pub fn seen(&self) -> usize {
+        let r = self.report.lock().unwrap();
+        r.ok + r.failed.len()
+    }
+
+    /// Waits until `n` more requests than now have been answered (the load moved on).
+    pub async fn more(&self, n: usize) {
+        let want = self.seen() + n;
+        super::until(
+            format!("{n} more requests"),
+            std::time::Duration::from_secs(60),
+            || async move { self.seen() >= want },
+        )
+        .await;
+    }
+
     pub async fn stop(self) -> Report {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
