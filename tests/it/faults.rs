@@ -6,12 +6,13 @@
 //! the requests that failed. The suite prints one table (case, requests,
 //! failed, recovery time) and `faults: N cases, F failed requests`, and fails
 //! when any request failed or a case's own check did not hold. It is
-//! `#[ignore]`d: `make test` does not run it (it takes about a minute).
+//! `#[ignore]`d: `make test` does not run it (it takes about 40 s).
 
 use std::time::{Duration, Instant};
 
 use crate::support::load::{Load, Report};
-use crate::support::{client, fake_worker, signal, Gantry};
+use crate::support::redis_server::RedisServer;
+use crate::support::{client, fake_worker, metric, signal, Gantry};
 
 /// What the analysis route accepts.
 const BODY: &str = r#"{"url":"http://paypal.com.secure-login.example.ru/"}"#;
@@ -128,7 +129,13 @@ async fn a_worker_sheds() -> Row {
         let (before, shedder) = (before.clone(), shedder.clone());
         async move {
             let now = up_ref.served("fs").await;
-            now.get(&shedder).copied().unwrap_or(0.0) > before.get(&shedder).copied().unwrap_or(0.0)
+            let get = |m: &std::collections::HashMap<String, f64>| m.get(&shedder).copied();
+            if get(&now).unwrap_or(0.0) > get(&before).unwrap_or(0.0) {
+                Ok(())
+            } else {
+                let pools = up_ref.pools().await.map(|p| p.to_string());
+                Err(format!("{shedder}: {before:?} -> {now:?}; {pools:?}"))
+            }
         }
     })
     .await;
@@ -185,6 +192,68 @@ async fn a_worker_hangs() -> Row {
         load.stop().await,
         Some(recovery),
     )
+}
+
+/// Redis (the L2 tier) killed under load and restarted: requests go on
+/// without it (the breaker opens), and it is used again once back.
+async fn redis_goes_away() -> Row {
+    let mut redis = RedisServer::start();
+    let yaml = config("fr", 20).replace(
+        "idempotent: true}",
+        "idempotent: true, cache: {ttl: 5m}}",
+    ) + &format!(
+        "cache:\n  redis: {{url: '{}', command_timeout: 100ms}}\n  disk: {{path: '{{dir}}/cache.redb'}}\n",
+        redis.url()
+    );
+    let up = Gantry::up(&yaml)
+        .policy("p.yaml", &policy("fr", 2, 2))
+        .start()
+        .await;
+    up.wait_up("fr", 2, 30).await;
+    let varied = r#"{"url":"http://example.com/{n}"}"#;
+    let load = Load::start(&format!("{}/v1/analyze", up.url), CLIENTS, varied);
+    load.more(UNDER_FAULT).await;
+    redis.kill();
+    let circuit = "gantry_cache_redis_circuit_state ";
+    let up_ref = &up;
+    up.until(
+        "the Redis circuit open",
+        Duration::from_secs(30),
+        || async move { metric(&up_ref.metrics().await, circuit) == 2.0 },
+    )
+    .await;
+    load.more(UNDER_FAULT).await;
+    redis.restart();
+    let back = Instant::now();
+    up.until(
+        "the Redis circuit closed",
+        Duration::from_secs(30),
+        || async move { metric(&up_ref.metrics().await, circuit) == 0.0 },
+    )
+    .await;
+    let recovery = back.elapsed();
+    let answered = redis_answers(&up).await;
+    load.more(UNDER_FAULT).await;
+    let mut row = Row::new(
+        "Redis (L2) killed, restarted",
+        load.stop().await,
+        Some(recovery),
+    );
+    if redis_answers(&up).await <= answered {
+        row.broken = Some("Redis not looked up again once back".into());
+    }
+    row
+}
+
+/// L2 lookups Redis answered (hit or miss), from the proxy's metrics.
+async fn redis_answers(up: &Gantry) -> f64 {
+    up.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("gantry_cache_lookups_total{") && l.contains("tier=\"l2\""))
+        .filter(|l| l.contains("result=\"hit\"") || l.contains("result=\"miss\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A policy file replaced by garbage (the old policy stays), then by a valid edit (it applies).
@@ -337,6 +406,7 @@ async fn fault_injection_suite() {
         kill_a_worker().await,
         a_worker_sheds().await,
         a_worker_hangs().await,
+        redis_goes_away().await,
         a_policy_turns_to_garbage().await,
         clients_hang_up().await,
         sigterm_under_load().await,
