@@ -8,7 +8,7 @@ ORT_LIB := $(ORT_DIR)/libonnxruntime.so
 
 include models/model.mk
 
-.PHONY: run test build release onnxruntime deps deps-test bench-proxy bench-cache soak clean-containers fmt lint
+.PHONY: run test test-faults build release onnxruntime deps deps-test bench-proxy bench-cache soak clean-containers fmt lint
 
 # System packages (cmake for Pingora's zlib-ng, ...): installed when missing, or the command to run is printed.
 deps:
@@ -52,6 +52,12 @@ test: deps-test onnxruntime
 	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
 	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) GANTRY_TEST_DEPLOYMENT=$(TEST_DEPLOYMENT) \
 	  $(CARGO) test --all-targets --no-fail-fast -- --test-threads=4
+
+# The fault-injection suite (tests/it/faults.rs, ignored by `make test`): faults under
+# steady load through `gantry up`; prints a table and fails on any failed request.
+test-faults: deps-test
+	$(CARGO) build --bins
+	$(CARGO) test --test it faults:: -- --ignored --nocapture --test-threads=1
 
 bench-proxy: release
 	bench/proxy.sh

@@ -330,6 +330,22 @@ impl Gantry {
     }
 }
 
+/// Whether an attempt that failed with `outcome` before any of its response
+/// reached the proxy goes to another backend, given that the request may be
+/// retried at all (idempotent, tries left, body still buffered). A request
+/// whose client is gone goes nowhere. A timeout goes only to a backend not
+/// yet tried: a hung backend must not cost the requests it held (nginx's
+/// `proxy_next_upstream` default is `error timeout` too), and the request is
+/// idempotent, so the first backend still working on it does no harm; with
+/// no other backend the client gets its 504 at once.
+fn retry_elsewhere(outcome: Outcome, may_retry: bool, has_untried: impl FnOnce() -> bool) -> bool {
+    match outcome {
+        Outcome::ClientGone => false,
+        Outcome::Timeout => may_retry && has_untried(),
+        _ => may_retry,
+    }
+}
+
 fn outcome_of(e: &Error) -> Outcome {
     if e.esource() == &ErrorSource::Downstream {
         return Outcome::ClientGone;
@@ -464,10 +480,9 @@ impl ProxyHttp for Gantry {
         let outcome = outcome_of(&e);
         self.finish_attempt(ctx, outcome);
         ctx.lease = None;
-        // A timeout is not retried: the backend may still be working on it;
-        // nor is a request whose client is gone.
-        let retry = !matches!(outcome, Outcome::Timeout | Outcome::ClientGone)
-            && self.may_retry(session, ctx);
+        let retry = retry_elsewhere(outcome, self.may_retry(session, ctx), || {
+            Self::has_untried(ctx)
+        });
         e.set_retry(retry);
         e
     }
@@ -640,5 +655,27 @@ impl ProxyHttp for Gantry {
             ms = elapsed * 1e3,
             "Request done"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_goes_to_another_backend() {
+        let check = |outcome, may, untried, want| {
+            let got = retry_elsewhere(outcome, may, || untried);
+            assert_eq!(got, want, "{outcome:?} may_retry={may} untried={untried}");
+        };
+        check(Outcome::ConnectError, true, false, true);
+        check(Outcome::Error, true, true, true);
+        check(Outcome::Error, false, true, false);
+        // A hung backend's requests go elsewhere; alone, it answers 504.
+        check(Outcome::Timeout, true, true, true);
+        check(Outcome::Timeout, true, false, false);
+        check(Outcome::Timeout, false, true, false);
+        // A client that is gone is sent nowhere.
+        check(Outcome::ClientGone, true, true, false);
     }
 }

@@ -18,13 +18,19 @@
 //! `replace_unhealthy_after` (a hung model, say) is drained and replaced;
 //! that counts as a failed start, so a pool whose every new replica hangs
 //! backs off like a crash loop instead of churning.
+//!
+//! A starting replica joins the pool through its [`Admission`]: the readiness
+//! task adds it while holding it, and draining closes it first. So a replica
+//! scaled away or dead while its add is on the wire (over the admin API, the
+//! add is an HTTP request that aborting the task does not recall) is removed
+//! after that add lands, never before; a stopped replica is never re-added.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::control::{drained, Member, PoolControl};
@@ -94,10 +100,28 @@ struct Tracked {
     phase: Phase,
     /// When it was started (or adopted), then when it became ready.
     since: Instant,
-    /// The readiness task while starting, to cancel it if scaled away.
-    task: Option<AbortHandle>,
+    /// Whether the readiness task may still add it to the pool.
+    admission: Admission,
     /// Since when the proxy has not counted it up (while ready).
     unhealthy_since: Option<Instant>,
+}
+
+/// Whether a starting replica may still join the pool. The readiness task
+/// adds it only while holding the lock with the gate open; a drain closes
+/// the gate (waiting for an add in progress) before it removes the replica.
+#[derive(Debug, Clone, Default)]
+struct Admission(Arc<tokio::sync::Mutex<bool>>);
+
+impl Admission {
+    /// Closes the gate: no add starts after this returns, and one in
+    /// progress has finished.
+    async fn close(&self) {
+        *self.0.lock().await = true;
+    }
+
+    fn closed(&self) -> bool {
+        self.0.try_lock().is_ok_and(|closed| *closed)
+    }
 }
 
 /// What a replica task reports back.
@@ -105,6 +129,8 @@ struct Tracked {
 enum Done {
     Ready(Replica, Duration, &'static str),
     NotReady(Replica, String),
+    /// Drained before it joined the pool: nothing to do.
+    Withdrawn(Replica),
     Stopped(Replica),
     StopFailed(Replica, String),
 }
@@ -520,15 +546,29 @@ impl Autoscaler {
         let control = self.parts.control.clone();
         let timeout = self.policy.ready_timeout;
         let replica = r.clone();
-        let task = self.tasks.spawn(async move {
+        let admission = Admission::default();
+        let gate = admission.clone();
+        self.tasks.spawn(async move {
             let deadline = since + timeout;
-            while !runtime.ready(&replica).await {
+            loop {
+                if gate.closed() {
+                    return Done::Withdrawn(replica);
+                }
+                if runtime.ready(&replica).await {
+                    break;
+                }
                 if Instant::now() >= deadline {
                     return Done::NotReady(replica, format!("not ready within {timeout:?}"));
                 }
                 tokio::time::sleep(READY_POLL).await;
             }
-            match control.add(&replica.pool, replica.addr).await {
+            let closed = gate.0.lock().await;
+            if *closed {
+                return Done::Withdrawn(replica);
+            }
+            let added = control.add(&replica.pool, replica.addr).await;
+            drop(closed);
+            match added {
                 Ok(()) => Done::Ready(replica, since.elapsed(), action),
                 Err(e) => Done::NotReady(replica, format!("cannot add to the pool: {e}")),
             }
@@ -539,7 +579,7 @@ impl Autoscaler {
                 replica: r,
                 phase: Phase::Starting,
                 since,
-                task: Some(task),
+                admission,
                 unhealthy_since: None,
             },
         );
@@ -575,19 +615,19 @@ impl Autoscaler {
         let Some(t) = self.replicas.get_mut(id) else {
             return;
         };
-        if let Some(task) = t.task.take() {
-            task.abort();
-        }
         t.phase = Phase::Draining;
-        let (r, control, runtime) = (
+        let (r, control, runtime, admission) = (
             t.replica.clone(),
             self.parts.control.clone(),
             self.parts.runtime.clone(),
+            t.admission.clone(),
         );
         let timeout = self.policy.drain_timeout;
         tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Draining replica");
-        self.tasks
-            .spawn(async move { drain_and_stop(r, control, runtime, timeout).await });
+        self.tasks.spawn(async move {
+            admission.close().await;
+            drain_and_stop(r, control, runtime, timeout).await
+        });
     }
 
     async fn finish(&mut self, done: Done) {
@@ -605,19 +645,26 @@ impl Autoscaler {
                     Some(t) if t.phase == Phase::Starting => {
                         t.phase = Phase::Ready;
                         t.since = Instant::now();
-                        t.task = None;
                         tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, ms = took.as_millis() as u64, "Replica ready, in the pool");
                         if self.warming {
                             self.warming = false;
                             self.set_hold();
                         }
                     }
-                    // Died or scaled away while starting: take it out again.
-                    _ => {
-                        let _ = self.parts.control.remove(&self.pool, r.addr).await;
-                    }
+                    // Died or scaled away while its add was on the way: its
+                    // drain waited for the add and takes it out.
+                    _ => {}
                 }
             }
+            Done::Withdrawn(r) => {
+                tracing::debug!(pool = %self.pool, replica = %r.id, "Drained before it joined the pool");
+            }
+            // Already draining (scaled away, dead): its drain stops it.
+            Done::NotReady(r, _)
+                if self
+                    .replicas
+                    .get(&r.id)
+                    .is_none_or(|t| t.phase != Phase::Starting) => {}
             Done::NotReady(r, why) => {
                 m::ACTIONS
                     .with_label_values(&[&self.pool, "start", "error"])

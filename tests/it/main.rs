@@ -4,6 +4,7 @@
 mod support;
 
 mod cache_redis;
+mod faults;
 mod first_run;
 mod http_cache;
 mod limits;

@@ -1,4 +1,4 @@
-//! The Docker runtime in process against the real engine: two deployments with a pool of the same name leave each other alone, and the containers it starts run hardened with a worker that still answers.
+//! The Docker runtime in process against the real engine: two deployments with a pool of the same name leave each other alone, the containers it starts run hardened with a worker that still answers, and leftovers never started are cleaned.
 //!
 //! Containers belong to the test-only deployments `make clean-containers`
 //! is limited to, and a guard removes them (by their unique pool label)
@@ -18,7 +18,7 @@ use crate::support::docker::{
     ONE_AT_A_TIME,
 };
 use crate::support::worker::golden;
-use crate::support::{client, until};
+use crate::support::{client, sh, until};
 
 /// A runtime of `deployment` publishing on loopback, with its event watch on.
 fn runtime(deployment: &str, image: &str, network: &str) -> Arc<DockerRuntime> {
@@ -189,6 +189,35 @@ async fn started_containers_run_hardened_and_the_worker_still_answers() {
         "{v} vs {}",
         case.score_int8
     );
+    rt.stop(&replica).await.unwrap();
+}
+
+/// A start cut short (gantry killed between create and start) leaves a container
+/// in `created`: the next listing removes it like an exited one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_created_but_never_started_is_removed_when_listed() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (image, _) = worker_image();
+    let (pool, network, _guard) = names("dn");
+    let rt = runtime(&test_deployment(), &image, &network);
+    let replica = rt.start(&spec(&pool)).await.unwrap();
+    let mut create = Command::new("docker");
+    create.args(["create", "--name", &format!("{pool}-created")]);
+    for label in [
+        "gantry.managed=true".to_string(),
+        format!("gantry.deployment={}", test_deployment()),
+        format!("gantry.pool={pool}"),
+    ] {
+        create.args(["--label", &label]);
+    }
+    let created = sh(create.arg(&image)).trim().to_string();
+    assert_eq!(inspect(&created).unwrap()["State"]["Status"], "created");
+    assert_eq!(ids(&rt, &pool).await, std::slice::from_ref(&replica.id));
+    assert!(
+        inspect(&created).is_none(),
+        "the never-started container was left"
+    );
+    assert!(running(&replica.id), "the running replica was touched");
     rt.stop(&replica).await.unwrap();
 }
 

@@ -39,25 +39,16 @@ async fn local_pool_grows_under_load_spreads_and_shrinks_to_min() {
     );
     up.wait_up("lp", 3, 30).await;
     let before = up.served("lp").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = up.served("lp").await;
+    up.wait_spread("lp", 3, &before, Duration::from_secs(30))
+        .await;
     let report = load.stop().await;
-    let stopped = Instant::now();
     assert!(
         report.failed.is_empty(),
         "{:?}",
         &report.failed[..report.failed.len().min(5)]
     );
-    let busy = after
-        .iter()
-        .filter(|(b, n)| **n > before.get(*b).copied().unwrap_or(0.0))
-        .count();
-    assert_eq!(busy, 3, "traffic did not spread: {before:?} -> {after:?}");
     up.wait_up("lp", 1, 30).await;
-    assert!(
-        stopped.elapsed() >= Duration::from_secs(3),
-        "shrank within the window"
-    );
+    up.assert_shrank_after_stabilizing("lp").await;
     let log = up.log();
     assert!(
         log.contains("lp 1 -> 3: in-flight per replica")
@@ -113,11 +104,9 @@ async fn hot_reload_applies_valid_edits_and_keeps_the_policy_on_invalid_ones() {
         .start()
         .await;
     up.wait_up("hr", 1, 20).await;
-    let edited = Instant::now();
     std::fs::write(up.policy_path("hr.yaml"), policy("hr", "min: 2\nmax: 3\n")).unwrap();
-    up.wait_up("hr", 2, 10).await;
-    let took = edited.elapsed();
-    assert!(took < Duration::from_secs(5), "valid edit took {took:?}");
+    up.wait_up("hr", 2, 30).await;
+    assert!(up.log().contains("Policy applied"), "{}", up.tail());
     std::fs::write(up.policy_path("hr.yaml"), policy("hr", "min: 5\nmax: 3\n")).unwrap();
     // The error names file, line, column and field (an editor's half-written
     // file may be reported first; that too leaves the old policy in force).
@@ -134,11 +123,21 @@ async fn hot_reload_applies_valid_edits_and_keeps_the_policy_on_invalid_ones() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Evaluations after the report still run under the old policy (min 2).
+    let reported = up.decisions("hr").await;
+    let after = up
+        .until("a later evaluation", Duration::from_secs(10), || {
+            let reported = reported.last().cloned();
+            async move {
+                let last = up_ref.decisions("hr").await.last().cloned();
+                last.filter(|l| Some(l) != reported.as_ref())
+            }
+        })
+        .await;
     assert_eq!(
-        up.count_up("hr").await,
-        2,
-        "the old policy did not stay in force"
+        (after.to, up.count_up("hr").await),
+        (2, 2),
+        "the old policy did not stay in force: {after:?}"
     );
     std::fs::write(up.policy_path("hr.yaml"), policy("hr", "min: 1\nmax: 3\n")).unwrap();
     up.wait_up("hr", 1, 20).await;

@@ -37,6 +37,16 @@ fn policy_for(pool: &str, yaml: &str) -> Policy {
 }
 
 fn rig_with(pool: &str, yaml: &str, runtime: Arc<FakeRuntime>) -> Rig {
+    rig_on(pool, yaml, runtime, |pools| Arc::new(InProcess::new(pools)))
+}
+
+/// [`rig_with`], reaching the pools through the control `control` makes of them.
+fn rig_on(
+    pool: &str,
+    yaml: &str,
+    runtime: Arc<FakeRuntime>,
+    control: impl FnOnce(Arc<Pools>) -> Arc<dyn PoolControl>,
+) -> Rig {
     let config = crate::config::from_str(
         Path::new("g.yaml"),
         &format!("pools:\n  {pool}: {{}}\nroutes: [{{prefix: /, pool: {pool}}}]\n"),
@@ -46,7 +56,7 @@ fn rig_with(pool: &str, yaml: &str, runtime: Arc<FakeRuntime>) -> Rig {
     let metrics = Arc::new(FakeMetrics::default());
     let parts = Parts {
         runtime: runtime.clone(),
-        control: Arc::new(InProcess::new(pools.clone())),
+        control: control(pools.clone()),
         metrics: metrics.clone(),
         clock: Arc::new(SystemClock),
         journal: journal::Journal::new(),
@@ -338,5 +348,83 @@ async fn a_replica_unhealthy_too_long_is_replaced_with_backoff() {
         "{s:?}"
     );
     assert_eq!(m::REPLACED.with_label_values(&["hung"]).get(), 1);
+    r.stop().await;
+}
+
+/// The admin API as the standalone scaler meets it: an add is a request on the
+/// wire that lands [`LateAdd::DELAY`] later, even if the caller stops waiting.
+struct LateAdd(InProcess);
+
+impl LateAdd {
+    const DELAY: Duration = Duration::from_secs(2);
+}
+
+#[async_trait::async_trait]
+impl PoolControl for LateAdd {
+    async fn members(
+        &self,
+        pool: &str,
+    ) -> Result<Vec<Member>, super::super::control::ControlError> {
+        self.0.members(pool).await
+    }
+
+    async fn add(
+        &self,
+        pool: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<(), super::super::control::ControlError> {
+        let (inner, pool) = (self.0.clone(), pool.to_string());
+        let sent = tokio::spawn(async move {
+            tokio::time::sleep(LateAdd::DELAY).await;
+            inner.add(&pool, addr).await
+        });
+        sent.await.expect("the add lands")
+    }
+
+    async fn remove(
+        &self,
+        pool: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<(), super::super::control::ControlError> {
+        self.0.remove(pool, addr).await
+    }
+
+    async fn counters(
+        &self,
+        pool: &str,
+    ) -> Result<super::super::control::Counters, super::super::control::ControlError> {
+        self.0.counters(pool).await
+    }
+
+    fn local_pool(&self, _pool: &str) -> Option<Arc<crate::proxy::Pool>> {
+        None
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_dies_while_its_add_is_on_the_wire_is_not_re_added() {
+    let r = rig_on(
+        "late",
+        "min: 1\nmax: 2\n",
+        Arc::new(FakeRuntime::new()),
+        |pools| Arc::new(LateAdd(InProcess::new(pools))),
+    );
+    until("a started replica", || r.running() == 1).await;
+    // Ready at once; its add is on the way when it dies and is drained.
+    let victim = r.runtime.running("late")[0].clone();
+    r.runtime.kill(&victim.id);
+    until("a replacement in the pool", || {
+        r.in_pool() == 1 && r.running() == 1 && r.log().contains(&format!("stop {}", victim.id))
+    })
+    .await;
+    tokio::time::sleep(LateAdd::DELAY * 3).await;
+    let pool = r.pools.get("late").unwrap().clone();
+    let addrs: Vec<_> = pool.backends().iter().map(|b| b.addr).collect();
+    assert!(
+        !addrs.contains(&victim.addr),
+        "the stopped replica {} was added back: {addrs:?}",
+        victim.addr
+    );
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
     r.stop().await;
 }

@@ -1,4 +1,4 @@
-//! What a worker container is, as pure values: its labels, the filters that find it, and its hardened create body.
+//! What a worker container is, as pure values: its labels, the filters that find it, its hardened create body, its CPU limit, and what a listing does with it.
 //!
 //! Every container the Docker runtime starts carries three labels:
 //! `gantry.managed=true`, `gantry.deployment=<scaler.deployment>` and
@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, PortBinding};
 
 use super::{ReplicaSpec, DEPLOYMENT_LABEL, MANAGED_LABEL, POOL_LABEL};
 use crate::scaler::config::DockerConfig;
@@ -90,9 +90,88 @@ pub fn create_body(
     }
 }
 
+/// Docker's CFS period when a container sets a quota without one, microseconds.
+const DEFAULT_CPU_PERIOD: i64 = 100_000;
+
+/// The cores a container may use, from its inspected host config: `NanoCpus`
+/// (`--cpus`), else `CpuQuota` / `CpuPeriod`; `None` when unlimited. Read
+/// from the engine, so an adopted container's CPU % is of its own limit.
+pub fn cpu_limit(host: Option<&HostConfig>) -> Option<f64> {
+    let host = host?;
+    if let Some(n) = host.nano_cpus.filter(|n| *n > 0) {
+        return Some(n as f64 / 1e9);
+    }
+    let quota = host.cpu_quota.filter(|q| *q > 0)?;
+    let period = host
+        .cpu_period
+        .filter(|p| *p > 0)
+        .unwrap_or(DEFAULT_CPU_PERIOD);
+    Some(quota as f64 / period as f64)
+}
+
+/// What listing a pool does with one of its containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// Running: a replica.
+    Replica,
+    /// Exited, dead, or created and never started (a start cut short): removed.
+    Remove,
+    /// On its way somewhere (restarting, paused, being removed): left alone.
+    Skip,
+}
+
+/// What a listing does with a container in `state`. A container is only in
+/// `created` between the two calls of the runtime's own start, which runs on
+/// the same loop as the listing of its pool; any other is left over.
+pub fn listed(state: Option<ContainerSummaryStateEnum>) -> Listed {
+    use ContainerSummaryStateEnum as S;
+    match state {
+        Some(S::RUNNING) => Listed::Replica,
+        Some(S::EXITED | S::DEAD | S::CREATED) => Listed::Remove,
+        _ => Listed::Skip,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_limit_comes_from_nano_cpus_or_the_quota() {
+        let check = |nano, quota, period, want: Option<f64>| {
+            let host = HostConfig {
+                nano_cpus: nano,
+                cpu_quota: quota,
+                cpu_period: period,
+                ..Default::default()
+            };
+            assert_eq!(
+                cpu_limit(Some(&host)),
+                want,
+                "{nano:?} {quota:?} {period:?}"
+            );
+        };
+        check(Some(1_500_000_000), None, None, Some(1.5));
+        check(Some(0), Some(50_000), None, Some(0.5));
+        check(None, Some(200_000), Some(50_000), Some(4.0));
+        check(None, Some(-1), None, None);
+        check(None, None, None, None);
+        assert_eq!(cpu_limit(None), None);
+    }
+
+    #[test]
+    fn exited_dead_and_never_started_containers_are_removed() {
+        use ContainerSummaryStateEnum as S;
+        let check = |state, want| assert_eq!(listed(state), want, "{state:?}");
+        check(Some(S::RUNNING), Listed::Replica);
+        check(Some(S::EXITED), Listed::Remove);
+        check(Some(S::DEAD), Listed::Remove);
+        check(Some(S::CREATED), Listed::Remove);
+        check(Some(S::RESTARTING), Listed::Skip);
+        check(Some(S::PAUSED), Listed::Skip);
+        check(Some(S::REMOVING), Listed::Skip);
+        check(None, Listed::Skip);
+    }
 
     fn spec() -> ReplicaSpec {
         ReplicaSpec {

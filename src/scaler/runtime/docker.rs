@@ -5,8 +5,12 @@
 //! names those labels, and [`Runtime::stop`] checks them again before
 //! touching a container, so a container of another deployment, or without
 //! them, is never adopted, stopped or removed. Exited containers of this
-//! deployment are removed when listed (no orphans). They run hardened:
-//! non-root, read-only, no capabilities, limited (see [`super::container`]).
+//! deployment, and created ones never started, are removed when listed (no
+//! orphans); one that cannot be removed (our own stop removing it already)
+//! is logged and the rest are still cleaned. A container's CPU limit (for
+//! CPU % of the limit) is read from its inspect, so adopted containers are
+//! measured like started ones. They run hardened: non-root, read-only, no
+//! capabilities, limited (see [`super::container`]).
 //!
 //! Addressing (see `scaler.docker.publish`): with `publish` (the default,
 //! for a proxy on the host) the worker port is published on 127.0.0.1 at a
@@ -24,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::{ContainerSummaryStateEnum, NetworkCreateRequest};
+use bollard::models::{ContainerInspectResponse, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
@@ -34,7 +38,7 @@ use bollard::Docker;
 use futures::StreamExt;
 use tokio::sync::broadcast;
 
-use super::container::{self, create_body, is_ours};
+use super::container::{self, cpu_limit, create_body, is_ours, Listed};
 use super::{
     http_ready, last_words, probe_client, Death, Replica, ReplicaSpec, Runtime, RuntimeError,
     Usage, DEPLOYMENT_LABEL, MANAGED_LABEL, POOL_LABEL,
@@ -54,7 +58,7 @@ pub struct DockerRuntime {
     network_ready: tokio::sync::Mutex<bool>,
     deaths: broadcast::Sender<Death>,
     client: HttpClient,
-    /// CPU limit per container id, cores (for CPU % of the limit).
+    /// CPU limit per container id, cores (for CPU % of the limit), from inspect.
     cpus: Mutex<HashMap<String, f64>>,
 }
 
@@ -186,9 +190,23 @@ impl DockerRuntime {
         Ok(())
     }
 
-    /// Where the proxy reaches container `id`.
-    async fn address(&self, d: &Docker, id: &str) -> Result<SocketAddr, RuntimeError> {
+    /// Inspects container `id`: notes its CPU limit, returns where the proxy reaches it.
+    async fn inspect(&self, d: &Docker, id: &str) -> Result<SocketAddr, RuntimeError> {
         let info = d.inspect_container(id, None).await?;
+        if let Some(cores) = cpu_limit(info.host_config.as_ref()) {
+            if let Ok(mut m) = self.cpus.lock() {
+                m.insert(id.to_string(), cores);
+            }
+        }
+        self.address(info, id)
+    }
+
+    /// Where the proxy reaches the container `info` describes.
+    fn address(
+        &self,
+        info: ContainerInspectResponse,
+        id: &str,
+    ) -> Result<SocketAddr, RuntimeError> {
         let no = |why: &str| RuntimeError::NoAddress {
             id: id.to_string(),
             why: why.to_string(),
@@ -275,18 +293,18 @@ impl Runtime for DockerRuntime {
             .filters(&filters)
             .build();
         let mut out = Vec::new();
+        let mut leftovers = Vec::new();
         for c in d.list_containers(Some(opts)).await? {
             let Some(id) = c.id else { continue };
-            match c.state {
-                Some(ContainerSummaryStateEnum::RUNNING) => {}
-                Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD) => {
-                    tracing::info!(container = %id, pool, deployment = %self.deployment, "Removing exited managed container");
-                    self.remove(&d, &id).await?;
+            match container::listed(c.state) {
+                Listed::Replica => {}
+                Listed::Remove => {
+                    leftovers.push((id, c.state.map(|s| s.to_string())));
                     continue;
                 }
-                _ => continue,
+                Listed::Skip => continue,
             }
-            match self.address(&d, &id).await {
+            match self.inspect(&d, &id).await {
                 Ok(addr) => out.push(Replica {
                     id,
                     pool: pool.to_string(),
@@ -297,6 +315,11 @@ impl Runtime for DockerRuntime {
                 }
             }
         }
+        remove_all(&leftovers, |id| {
+            tracing::info!(container = %id, pool, deployment = %self.deployment, "Removing a stopped managed container");
+            self.remove(&d, id)
+        })
+        .await;
         Ok(out)
     }
 
@@ -314,21 +337,14 @@ impl Runtime for DockerRuntime {
             .id;
         let started = async {
             d.start_container(&id, None).await?;
-            self.address(&d, &id).await
+            self.inspect(&d, &id).await
         };
         match started.await {
-            Ok(addr) => {
-                if let Some(c) = spec.cpus {
-                    if let Ok(mut m) = self.cpus.lock() {
-                        m.insert(id.clone(), c);
-                    }
-                }
-                Ok(Replica {
-                    id,
-                    pool: spec.pool.clone(),
-                    addr,
-                })
-            }
+            Ok(addr) => Ok(Replica {
+                id,
+                pool: spec.pool.clone(),
+                addr,
+            }),
             Err(e) => {
                 let _ = self.remove(&d, &id).await;
                 Err(e)
@@ -386,6 +402,27 @@ impl Runtime for DockerRuntime {
     }
 }
 
+/// Removes each of `leftovers` (id, state) with `remove`; a failure (a 409
+/// while our own stop removes it, an engine hiccup) is logged and the rest
+/// are still removed; the next listing tries again. Returns the ids that failed.
+async fn remove_all<'a, F, Fut>(
+    leftovers: &'a [(String, Option<String>)],
+    remove: F,
+) -> Vec<&'a str>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), RuntimeError>>,
+{
+    let mut failed = Vec::new();
+    for (id, state) in leftovers {
+        if let Err(e) = remove(id).await {
+            tracing::warn!(container = %id, state = state.as_deref().unwrap_or("?"), error = %e, "Cannot remove a stopped managed container; will retry");
+            failed.push(id.as_str());
+        }
+    }
+    failed
+}
+
 /// The telling line of a dead container's last log lines (see [`last_words`]).
 async fn last_log_line(d: &Docker, id: &str) -> Option<String> {
     let opts = LogsOptionsBuilder::default()
@@ -403,4 +440,32 @@ async fn last_log_line(d: &Docker, id: &str) -> Option<String> {
         .ok()?;
     let text = chunks.concat();
     last_words(text.lines())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_failed_removal_does_not_stop_the_others() {
+        let leftovers: Vec<(String, Option<String>)> = ["a", "busy", "c"]
+            .iter()
+            .map(|id| (id.to_string(), Some("exited".to_string())))
+            .collect();
+        let tried = Mutex::new(Vec::new());
+        let failed = remove_all(&leftovers, |id| {
+            tried.lock().unwrap().push(id.to_string());
+            async move {
+                match id {
+                    "busy" => Err(RuntimeError::Other(
+                        "409: removal of container busy is already in progress".into(),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await;
+        assert_eq!(failed, ["busy"]);
+        assert_eq!(*tried.lock().unwrap(), ["a", "busy", "c"]);
+    }
 }

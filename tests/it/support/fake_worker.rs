@@ -6,9 +6,14 @@
 //! `x-backend: <hostname>:<port>` header. With `FAKE_EXIT_WITH_PARENT=1` it
 //! exits when its parent does, so a killed test leaves no process behind.
 //! `FAKE_START_DELAY_MS` waits before listening, like a model loading.
+//! With `--fault-dir DIR` it misbehaves while a file there names its port:
+//! `shed-PORT`: answers requests (not `/health`) `503` + `Retry-After: 1`,
+//! as a worker with a full queue does; `hang-PORT`: reads every request,
+//! `/health` included, and never answers (closes once the file is gone).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,13 +48,35 @@ fn main() {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let name: Arc<str> = format!("{}:{port}", host.trim()).into();
     let inflight = Arc::new(AtomicUsize::new(0));
+    let faults: Option<Arc<Faults>> = args
+        .iter()
+        .position(|a| a == "--fault-dir")
+        .and_then(|i| args.get(i + 1))
+        .map(|dir| {
+            Arc::new(Faults {
+                shed: Path::new(dir).join(format!("shed-{port}")),
+                hang: Path::new(dir).join(format!("hang-{port}")),
+            })
+        });
     for stream in listener.incoming().flatten() {
-        let (name, inflight) = (name.clone(), inflight.clone());
-        std::thread::spawn(move || serve(stream, &name, &inflight, delay));
+        let (name, inflight, faults) = (name.clone(), inflight.clone(), faults.clone());
+        std::thread::spawn(move || serve(stream, &name, &inflight, delay, faults.as_deref()));
     }
 }
 
-fn serve(stream: TcpStream, name: &str, inflight: &AtomicUsize, delay: u64) {
+/// The files that switch this worker's faults on.
+struct Faults {
+    shed: PathBuf,
+    hang: PathBuf,
+}
+
+fn serve(
+    stream: TcpStream,
+    name: &str,
+    inflight: &AtomicUsize,
+    delay: u64,
+    faults: Option<&Faults>,
+) {
     let mut out = match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
@@ -83,6 +110,29 @@ fn serve(stream: TcpStream, name: &str, inflight: &AtomicUsize, delay: u64) {
         let mut body = vec![0u8; length];
         if reader.read_exact(&mut body).is_err() {
             return;
+        }
+        if let Some(f) = faults {
+            if f.hang.exists() {
+                while f.hang.exists() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                return;
+            }
+            let probe = matches!(path.as_str(), "/health" | "/ready" | "/metrics");
+            if !probe && f.shed.exists() {
+                let busy = "queue full\n";
+                let head = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\nretry-after: 1\r\nx-backend: {name}\r\n\r\n",
+                    busy.len()
+                );
+                if out.write_all(head.as_bytes()).is_err() || out.write_all(busy.as_bytes()).is_err() {
+                    return;
+                }
+                if close {
+                    return;
+                }
+                continue;
+            }
         }
         let reply = match path.as_str() {
             "/health" | "/ready" => "ok\n".to_string(),

@@ -220,6 +220,11 @@ impl Gantry {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The child's working directory (`gantry.yaml`, `policies/`, logs; `{dir}` in the config).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Where the policy file `name` is.
     pub fn policy_path(&self, name: &str) -> PathBuf {
         self.dir.path().join("policies").join(name)
@@ -320,6 +325,61 @@ impl Gantry {
             }
         }
         out
+    }
+
+    /// Polls until `n` backends of `pool` have each served more than in `before` (a
+    /// [`Gantry::served`] reading), or panics after `within`: traffic reaches all of them.
+    pub async fn wait_spread(
+        &self,
+        pool: &str,
+        n: usize,
+        before: &HashMap<String, f64>,
+        within: Duration,
+    ) {
+        let what = format!("traffic on {n} backends of {pool}");
+        self.until(what, within, || async move {
+            let now = self.served(pool).await;
+            let busy = now
+                .iter()
+                .filter(|(b, v)| **v > before.get(*b).copied().unwrap_or(0.0))
+                .count();
+            if busy >= n {
+                Ok(())
+            } else {
+                Err(format!("{before:?} -> {now:?}"))
+            }
+        })
+        .await;
+    }
+
+    /// The scaler's recent decisions for `pool` (`GET /admin/scaler`), oldest first.
+    pub async fn decisions(&self, pool: &str) -> Vec<gantry::admin::Decision> {
+        let journal = gantry::admin::client::AdminClient::new(&self.admin, None)
+            .scaler()
+            .await
+            .expect("GET /admin/scaler");
+        journal
+            .get(pool)
+            .map(|j| j.decisions.clone())
+            .unwrap_or_default()
+    }
+
+    /// Checks, in the scaler's journal, that `pool`'s first scale-down after its last
+    /// scale-up came after the scaler had held at least once for the scale-down
+    /// stabilization window (it wanted fewer replicas and waited), whatever the clock.
+    pub async fn assert_shrank_after_stabilizing(&self, pool: &str) {
+        let decisions = self.decisions(pool).await;
+        let last_up = decisions.iter().rposition(|d| d.direction == "up");
+        let after_up = &decisions[last_up.map_or(0, |i| i + 1)..];
+        let down = after_up.iter().position(|d| d.direction == "down");
+        let down = down.unwrap_or_else(|| panic!("no scale-down in {decisions:#?}"));
+        let held = after_up[..down]
+            .iter()
+            .any(|d| d.reason == "stabilizing" && d.message.contains("wants down"));
+        assert!(
+            held,
+            "shrank without waiting for the stabilization window: {decisions:#?}"
+        );
     }
 
     /// Pids of the processes the child started whose name contains `name`.

@@ -1,7 +1,7 @@
 //! Load generators: a fixed number of GETs ([`load`]), and closed-loop POSTs until stopped ([`Load`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::client;
@@ -54,7 +54,8 @@ pub struct Report {
     pub backends: HashMap<String, usize>,
 }
 
-/// Closed-loop load: `concurrency` clients POSTing `body` until stopped.
+/// Closed-loop load: `concurrency` clients POSTing `body` until stopped; a `{n}` in
+/// `body` becomes a number counting the requests (every body differs).
 pub struct Load {
     stop: Arc<AtomicBool>,
     report: Arc<Mutex<Report>>,
@@ -66,13 +67,16 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(Mutex::new(Report::default()));
         let c = client();
+        let sent = Arc::new(AtomicUsize::new(0));
         let tasks = (0..concurrency)
             .map(|_| {
                 let (stop, report, c) = (stop.clone(), report.clone(), c.clone());
-                let (url, body) = (url.to_string(), body.to_string());
+                let (url, body, sent) = (url.to_string(), body.to_string(), sent.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        let r = c.post(&url).body(body.clone()).send().await;
+                        let n = sent.fetch_add(1, Ordering::Relaxed);
+                        let body = body.replace("{n}", &n.to_string());
+                        let r = c.post(&url).body(body).send().await;
                         let mut rep = report.lock().unwrap();
                         match r {
                             Ok(r) if r.status() == 200 => {
@@ -94,6 +98,23 @@ impl Load {
             report,
             tasks,
         }
+    }
+
+    /// Requests answered so far, well or not.
+    pub fn seen(&self) -> usize {
+        let r = self.report.lock().unwrap();
+        r.ok + r.failed.len()
+    }
+
+    /// Waits until `n` more requests than now have been answered (the load moved on).
+    pub async fn more(&self, n: usize) {
+        let want = self.seen() + n;
+        super::until(
+            format!("{n} more requests"),
+            std::time::Duration::from_secs(60),
+            || async move { self.seen() >= want },
+        )
+        .await;
     }
 
     pub async fn stop(self) -> Report {
