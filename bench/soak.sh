@@ -2,12 +2,15 @@
 # Soak (make soak DURATION=30m): steady load at about half of measured capacity
 # through the full `gantry up` stack (proxy, cache, scaler, local release
 # workers), Zipf(1.0)-repeating analysis requests, in one-minute rounds. Each
-# round records req/s, p99, failed requests, ready replicas and the resident
-# memory of the gantry process and of its largest worker. Exits 1 when any
-# request failed or gantry's RSS grew more than 10 % after warm-up (round 3).
+# round records req/s, p99, failed requests, ready replicas, the memory
+# tier's bytes and the resident memory of the gantry process and of its
+# largest worker. Exits 1 when any request failed or gantry's RSS grew more
+# than 10 % after warm-up: round 7 (the cache filled in the first seconds and
+# went through its first stale-while-revalidate refresh at 5 min), or half
+# the rounds of a shorter run.
 #
 #   bench/soak.sh [DURATION]      (30m default; s, m or h; at least 4m)
-#   CONNS=16 (connections), KEEP=1 keeps the work directory.
+#   CONNS=16 (connections), WARM=N (warm-up rounds), KEEP=1 keeps the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-30m}
@@ -17,6 +20,7 @@ export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(ls -d "$PWD"/.cache/onnxruntime-*/ | h
 seconds() { python3 -c "import sys; v=sys.argv[1]; m={'s':1,'m':60,'h':3600}[v[-1]]; print(int(float(v[:-1])*m))" "$1"; }
 ROUNDS=$(( $(seconds "$DURATION") / 60 ))
 [ "$ROUNDS" -ge 4 ] || { echo "DURATION must be at least 4m" >&2; exit 2; }
+WARM=${WARM:-$(( ROUNDS >= 14 ? 7 : ROUNDS / 2 ))}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -88,6 +92,7 @@ worker_rss() {
   echo "$max"
 }
 ready() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^gantry_scaler_replicas\{.*state="ready"/ {print $2; exit}'; }
+l1_mib() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^gantry_cache_bytes\{tier="l1"\}/ {printf "%.0f", $2/1048576; exit}'; }
 
 # Capacity: a closed-loop run with no pauses; the soak aims at half of it.
 SOAK_DELAY_MS=0 wrk -t1 -c64 -d15s --latency -s "$work/soak.lua" "$URL" > "$work/capacity.txt"
@@ -98,18 +103,18 @@ export SOAK_DELAY_MS=$DELAY
 echo "## Soak: $ROUNDS one-minute rounds, $CONNS connections pausing ${DELAY} ms (capacity $CAPACITY req/s, aiming at half)"
 echo "Command: bench/soak.sh $DURATION; $(nproc) cores, loopback; $(date -u +%Y-%m-%d)"
 echo
-echo "| round | req/s | p99 | failed | ready replicas | gantry RSS MiB | largest worker RSS MiB |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
+echo "| round | req/s | p99 | failed | ready replicas | L1 MiB | gantry RSS MiB | largest worker RSS MiB |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 total_failed=0; warm_rss=0; first_p99=""; last_p99=""
 for r in $(seq "$ROUNDS"); do
   wrk -t1 -c"$CONNS" -d60s --latency -s "$work/soak.lua" "$URL" > "$work/round$r.txt"
   f=$(failed "$work/round$r.txt"); total_failed=$((total_failed + f))
   g=$(rss_mib "$GPID"); w=$(worker_rss)
-  [ "$r" -eq 3 ] && warm_rss=$g && first_p99=$(p99 "$work/round$r.txt")
+  [ "$r" -eq "$WARM" ] && warm_rss=$g && first_p99=$(p99 "$work/round$r.txt")
   last_p99=$(p99 "$work/round$r.txt"); last_rss=$g
-  echo "| $r | $(rps "$work/round$r.txt") | $last_p99 | $f | $(ready) | $g | $w |"
+  echo "| $r | $(rps "$work/round$r.txt") | $last_p99 | $f | $(ready) | $(l1_mib) | $g | $w |"
 done
 growth=$(python3 -c "print(f'{($last_rss - $warm_rss) * 100 / max($warm_rss, 1):.1f}')")
 echo
-echo "failed requests: $total_failed; gantry RSS after warm-up (round 3) $warm_rss MiB -> $last_rss MiB ($growth %); p99 round 3 $first_p99 -> last $last_p99"
+echo "failed requests: $total_failed; gantry RSS after warm-up (round $WARM) $warm_rss MiB -> $last_rss MiB ($growth %); p99 round $WARM $first_p99 -> last $last_p99"
 python3 -c "import sys; sys.exit(0 if $total_failed == 0 and $growth < 10 else 1)"

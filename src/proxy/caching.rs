@@ -55,8 +55,13 @@ pub const MAX_KEYED_BODY: u64 = 64 * 1024;
 pub const REVALIDATE_HEADER: &str = "x-gantry-revalidate";
 /// Longest a background refresh may take.
 const REVALIDATE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Refreshes waiting for their replay at most (each holds a fill guard).
-const MAX_PENDING: usize = 4096;
+/// Refreshes in flight at most (each holds a fill guard and a connection to
+/// the own listener). When entries stored together go stale together, a
+/// wave of refreshes is spread out rather than sent to the backends at once:
+/// a stale hit past the bound starts none, and the next one tries again.
+const MAX_PENDING: usize = 256;
+/// Idle connections the refresh client keeps to the own listener.
+const REFRESH_IDLE_CONNECTIONS: usize = 32;
 
 /// The cache as the proxy uses it.
 pub struct CacheFront {
@@ -579,7 +584,9 @@ impl Revalidator {
             ip => ip.to_string(),
         };
         Revalidator {
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(REFRESH_IDLE_CONNECTIONS)
+                .build(HttpConnector::new()),
             base: format!("http://{host}:{}", listen.port()),
             secret: format!("{:032x}", rand::random::<u128>()),
             pending: Arc::default(),
