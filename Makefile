@@ -110,3 +110,35 @@ bench-worker: release onnxruntime
 # Load spike -> first request on a new replica; zero replicas -> first response.
 bench-scaler: release worker-image
 	bench/scaler.sh
+
+# --- Fuzzing: cargo-fuzz (libFuzzer) over the parsers and pure rules; not part of `make test` ---
+.PHONY: fuzz fuzz-build
+
+# Seconds each target runs; targets run one after another.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= config policy cache_key cache_policy cache_entry worker_request url_features
+# cargo-fuzz passes nightly-only flags to rustc; RUSTC_BOOTSTRAP=1 lets the
+# stable toolchain accept them. `-s none`: no AddressSanitizer. The code
+# under test is safe Rust, where ASan adds nothing that bounds checks do not,
+# and an ASan build of this dependency tree is larger on disk and runs
+# slower on a 2-core machine. Panics, arithmetic overflow (cargo-fuzz turns
+# on debug assertions), timeouts and running out of memory are still
+# crashes. 16 codegen units: a much faster build for slightly slower runs.
+FUZZ := RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+FUZZ_FLAGS := -s none --codegen-units 16
+
+fuzz-build:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	$(FUZZ) build $(FUZZ_FLAGS)
+
+# New inputs go to fuzz/grown/<target> (not committed); the seeds in
+# fuzz/corpus/<target> are only read. A crash is kept in
+# fuzz/artifacts/<target>/; every target runs, then the run fails if one crashed.
+fuzz: fuzz-build
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/grown/$$t; \
+	  echo "== fuzz $$t: $(FUZZ_SECONDS) s"; \
+	  $(FUZZ) run $(FUZZ_FLAGS) $$t fuzz/grown/$$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (see fuzz/artifacts/)"; exit 1; fi

@@ -225,12 +225,26 @@ pub fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<(T, Source)
                 .unwrap_or(msg);
             let mut e = source.error(field, msg);
             if let Some(loc) = inner.location() {
-                e.line = Some(loc.line());
-                e.column = Some(loc.column());
+                let (line, column) = in_file(text, loc.line(), loc.column());
+                e.line = Some(line);
+                e.column = Some(column);
             }
             Err(ConfigErrors(vec![e]))
         }
     }
+}
+
+/// `line:column` moved inside `text`: serde_yaml puts the end of a stream
+/// that does not end in a line break on a line after the file; that is the
+/// end of the last line. Lines end at `\n`, `\r\n` or a lone `\r`, as in YAML.
+fn in_file(text: &str, line: usize, column: usize) -> (usize, usize) {
+    let last = text.replace("\r\n", "\n");
+    let breaks = last.matches(['\n', '\r']).count();
+    if line <= breaks + 1 {
+        return (line, column);
+    }
+    let tail = last.rsplit(['\n', '\r']).next().unwrap_or("");
+    (breaks + 1, tail.chars().count() + 1)
 }
 
 /// serde_yaml appends " at line L column C"; we print the position ourselves.
@@ -272,6 +286,20 @@ mod tests {
         let text = "a: [1, {b: 2}, 3]\nc: 4\n";
         check(text, "a[1].b", Some((1, 9)));
         check(text, "c", Some((2, 1)));
+    }
+
+    /// Found by `fuzz/fuzz_targets/config.rs` and `policy.rs`: an error at
+    /// the end of a file without a final line break was put on a line after it.
+    #[test]
+    fn an_error_at_the_end_of_the_file_is_on_its_last_line() {
+        let at = |text: &str| {
+            let e = &parse::<Doc>(Path::new("x.yaml"), text).unwrap_err().0[0];
+            (e.line, e.column)
+        };
+        assert_eq!(at("name: a\np"), (Some(2), Some(2)));
+        assert_eq!(at("# only a comment"), (Some(1), Some(17)));
+        assert_eq!(at("name: a\r\nport: 1\rp"), (Some(3), Some(2)));
+        assert_eq!(at("name: a\nport: banana\n").0, Some(2));
     }
 
     #[derive(serde::Deserialize, Debug)]

@@ -123,11 +123,17 @@ fn parse<T: serde::de::DeserializeOwned>(
             }
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError {
+    decode(&bytes).map_err(|message| ApiError {
         status: StatusCode::BAD_REQUEST,
         outcome: "bad_request",
-        message: format!("invalid JSON body: {e}"),
+        message,
     })
+}
+
+/// Decodes a request body ([`AnalyzeRequest`], [`BatchRequest`]) as the
+/// handlers do; the error is the 400's message. Public for the fuzz targets.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
 /// Maps a scoring failure to its answer.
