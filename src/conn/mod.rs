@@ -69,6 +69,10 @@ impl Gate {
     /// A gate admitting `max` connections at once (at least one).
     pub fn new(max: usize, listener: &'static str) -> Gate {
         let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        // The series exists from the start, at 0: dashboards and alerts see it.
+        crate::metrics::CONNECTIONS_REFUSED
+            .with_label_values(&[listener])
+            .inc_by(0);
         Gate {
             permits: Arc::new(Semaphore::new(max)),
             listener,
