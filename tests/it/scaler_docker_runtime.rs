@@ -17,8 +17,8 @@ use crate::support::docker::{
     real_worker_image, test_deployment, test_peer_deployment, unique, worker_image, DockerCleanup,
     ONE_AT_A_TIME,
 };
-use crate::support::worker::golden;
-use crate::support::{client, sh, until};
+use crate::support::worker::assert_golden_answer;
+use crate::support::{sh, until};
 
 /// A runtime of `deployment` publishing on loopback, with its event watch on.
 fn runtime(deployment: &str, image: &str, network: &str) -> Arc<DockerRuntime> {
@@ -173,22 +173,7 @@ async fn started_containers_run_hardened_and_the_worker_still_answers() {
     );
 
     // The model and ONNX Runtime load as nobody, from a read-only root.
-    let case = &golden()[0];
-    let v: serde_json::Value = client()
-        .post(format!("http://{}/v1/analyze", replica.addr))
-        .json(&serde_json::json!({ "url": case.url }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let score = v["score"].as_f64().unwrap() as f32;
-    assert!(
-        (score - case.score_int8).abs() <= 1e-5,
-        "{v} vs {}",
-        case.score_int8
-    );
+    assert_golden_answer(&format!("http://{}", replica.addr)).await;
     rt.stop(&replica).await.unwrap();
 }
 

@@ -10,7 +10,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::support::worker::{golden, ort_lib};
+use crate::support::worker::{assert_golden_answer, ort_lib};
 use crate::support::{client, root, until};
 
 const IMAGE: &str = "gantry-worker:test";
@@ -117,22 +117,7 @@ async fn image_from_scratch_serves_the_golden_score() {
     })
     .await;
 
-    let case = &golden()[0];
-    let v: serde_json::Value = client
-        .post(format!("{base}/v1/analyze"))
-        .json(&serde_json::json!({ "url": case.url }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let score = v["score"].as_f64().unwrap() as f32;
-    assert!(
-        (score - case.score_int8).abs() <= 1e-5,
-        "{v} vs golden {}",
-        case.score_int8
-    );
+    let v = assert_golden_answer(&base).await;
     assert!(
         v["model"].as_str().unwrap().starts_with("phishing-url@"),
         "{v}"

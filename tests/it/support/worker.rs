@@ -44,6 +44,28 @@ pub fn golden() -> Vec<Golden> {
         .collect()
 }
 
+/// Posts the first golden URL to the worker at `base` (`http://host:port`)
+/// and asserts its score is the golden INT8 one; returns the answer.
+pub async fn assert_golden_answer(base: &str) -> serde_json::Value {
+    let case = &golden()[0];
+    let v: serde_json::Value = super::client()
+        .post(format!("{base}/v1/analyze"))
+        .json(&serde_json::json!({ "url": case.url }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let score = v["score"].as_f64().unwrap() as f32;
+    assert!(
+        (score - case.score_int8).abs() <= 1e-5,
+        "{v} vs golden {}",
+        case.score_int8
+    );
+    v
+}
+
 /// A worker serving on a free loopback port until dropped or stopped.
 pub struct Server {
     pub addr: SocketAddr,
