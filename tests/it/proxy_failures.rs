@@ -411,10 +411,25 @@ async fn metrics_report_traffic() {
     ))
     .start()
     .await;
-    let (results, _) = load(&format!("{}/x", g.url), 20, 2).await;
+    // One at a time: with two in flight a sixth request can reach `bad` while
+    // the fifth failure is being recorded.
+    let (results, _) = load(&format!("{}/x", g.url), 20, 1).await;
     // Five consecutive 5xx eject `bad` (default outlier settings); `a` takes the rest.
     assert_eq!(results.iter().filter(|r| *r == &Ok(500)).count(), 5);
-    let m = g.metrics().await;
+    // Counters are written as each request is logged, just after its answer.
+    let m = g
+        .until(
+            "twenty requests counted",
+            Duration::from_secs(10),
+            || async {
+                let m = g.metrics().await;
+                let counted = m
+                    .lines()
+                    .any(|l| l == "gantry_request_duration_seconds_count{pool=\"p\"} 20");
+                counted.then_some(m)
+            },
+        )
+        .await;
     let line = |prefix: &str| {
         m.lines()
             .find(|l| l.starts_with(prefix))
