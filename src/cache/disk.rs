@@ -361,7 +361,24 @@ impl DiskTier {
 
     /// Deletes one key; returns how many were deleted.
     pub fn remove(&self, key: &str) -> Result<u64, DiskError> {
-        self.remove_where(|k| k == key)
+        self.remove_keys(&[key])
+    }
+
+    /// Deletes these keys (looked up, not scanned for), in one write.
+    pub fn remove_keys<K: AsRef<str>>(&self, keys: &[K]) -> Result<u64, DiskError> {
+        let n = {
+            let mut index = self.lock();
+            let mut n = 0;
+            for k in keys.iter().map(AsRef::as_ref) {
+                if index.remove(k) {
+                    index.doomed.insert(k.to_string());
+                    n += 1;
+                }
+            }
+            n
+        };
+        self.flush()?;
+        Ok(n)
     }
 
     /// Deletes every key starting with `prefix`.

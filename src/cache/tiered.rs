@@ -150,6 +150,8 @@ pub enum Lookup {
 pub enum Purge {
     /// One key, as stored (`pool:path:hash`).
     Key(String),
+    /// Several keys at once (an unsafe request's invalidations): one purge.
+    Keys(Vec<String>),
     /// Every key starting with this (`pool:`, `pool:/path:`).
     Prefix(String),
     /// Everything.
@@ -157,18 +159,38 @@ pub enum Purge {
 }
 
 impl Purge {
-    /// Its form on the invalidation channel: `key K`, `prefix P`, `all`.
+    /// Its form on the invalidation channel: `key K`, `keys K1\nK2…`, `prefix P`, `all`.
     fn message(&self) -> String {
         match self {
             Purge::Key(k) => format!("key {k}"),
+            Purge::Keys(ks) => format!("keys {}", ks.join("\n")),
             Purge::Prefix(p) => format!("prefix {p}"),
             Purge::All => "all".into(),
+        }
+    }
+
+    /// The keys of a purge by key (one or several).
+    fn keys(&self) -> Option<&[String]> {
+        match self {
+            Purge::Key(k) => Some(std::slice::from_ref(k)),
+            Purge::Keys(ks) => Some(ks),
+            Purge::Prefix(_) | Purge::All => None,
+        }
+    }
+
+    /// The prefix of a purge by prefix (`""` for all).
+    fn prefix(&self) -> Option<&str> {
+        match self {
+            Purge::Prefix(p) => Some(p),
+            Purge::All => Some(""),
+            Purge::Key(_) | Purge::Keys(_) => None,
         }
     }
 
     fn from_message(m: &str) -> Option<Purge> {
         match m.split_once(' ') {
             Some(("key", k)) => Some(Purge::Key(k.into())),
+            Some(("keys", ks)) => Some(Purge::Keys(ks.split('\n').map(String::from).collect())),
             Some(("prefix", p)) => Some(Purge::Prefix(p.into())),
             None if m == "all" => Some(Purge::All),
             _ => None,
@@ -635,10 +657,9 @@ impl Cache {
             // Disk writes queued before the purge land first, then go with it.
             self.sync_disk().await;
             let what = what.clone();
-            let r = tokio::task::spawn_blocking(move || match what {
-                Purge::Key(k) => l3.remove(&k),
-                Purge::Prefix(p) => l3.remove_prefix(&p),
-                Purge::All => l3.remove_prefix(""),
+            let r = tokio::task::spawn_blocking(move || match what.keys() {
+                Some(keys) => l3.remove_keys(keys),
+                None => l3.remove_prefix(what.prefix().unwrap_or_default()),
             })
             .await;
             match r {
@@ -648,10 +669,19 @@ impl Cache {
             }
         }
         if let Some(l2) = inner.l2.as_ref().filter(|_| with_l2) {
-            let r = match &what {
-                Purge::Key(k) => l2.remove(k).await,
-                Purge::Prefix(p) => l2.remove_prefix(p).await,
-                Purge::All => l2.remove_prefix("").await,
+            let r = match what.keys() {
+                // Every key is tried; the last failure is reported.
+                Some(keys) => {
+                    let (mut n, mut failed) = (0, None);
+                    for k in keys {
+                        match l2.remove(k).await {
+                            Ok(c) => n += c,
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                    failed.map_or(Ok(n), Err)
+                }
+                None => l2.remove_prefix(what.prefix().unwrap_or_default()).await,
             };
             match r {
                 Ok(n) => report.l2 = Some(n),
@@ -659,9 +689,15 @@ impl Cache {
             }
         }
         report.l1 = match &what {
-            Purge::Key(k) => u64::from(inner.l1.remove(&CacheKey::from_stored(k)).await),
             Purge::Prefix(p) => inner.l1.remove_prefix(p).await,
             Purge::All => inner.l1.clear().await,
+            keyed => {
+                let mut n = 0;
+                for k in keyed.keys().unwrap_or_default() {
+                    n += u64::from(inner.l1.remove(&CacheKey::from_stored(k)).await);
+                }
+                n
+            }
         };
         inner.generation.fetch_add(1, Ordering::SeqCst);
         report
@@ -959,5 +995,22 @@ async fn write_disk(
     // Keep the access stats gathered since the last write.
     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || disk.flush()).await {
         tracing::warn!(error = %e, "Disk cache stats flush failed");
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::Purge;
+
+    #[test]
+    fn purges_read_back_from_the_invalidation_channel() {
+        for p in [
+            Purge::Key("a:/x:1".into()),
+            Purge::Keys(vec!["a:/x:1".into(), "a:/x:1~ab".into()]),
+            Purge::Prefix("a:/x:".into()),
+            Purge::All,
+        ] {
+            assert_eq!(Purge::from_message(&p.message()), Some(p.clone()), "{p:?}");
+        }
     }
 }

@@ -238,36 +238,31 @@ impl CacheState {
             self.generation,
             self.done.take(),
         );
+        // A request waiting on this refresh gets its own copy.
+        let reply = done.map(|d| (d, Arc::new(entry.clone())));
         tokio::spawn(async move {
-            let entry = Arc::new(entry);
             // The guard is the looked-up key's: its waiters get what answers
             // them: the entry when it is stored there, else the new marker.
-            match fill {
-                Some(f) if *f.key() == target => {
+            match (fill, marker) {
+                (Some(f), marker) if *f.key() == target => {
                     if let Some(m) = marker {
-                        cache.store_since(generation, slot.primary.clone(), m).await;
+                        cache.store_since(generation, slot.primary, m).await;
                     }
-                    f.fill((*entry).clone()).await;
+                    f.fill(entry).await;
                 }
-                Some(f) if *f.key() == slot.primary && marker.is_some() => {
-                    cache
-                        .store_since(generation, target, (*entry).clone())
-                        .await;
-                    if let Some(m) = marker {
-                        f.fill(m).await;
-                    }
+                (Some(f), Some(m)) if *f.key() == slot.primary => {
+                    cache.store_since(generation, target, entry).await;
+                    f.fill(m).await;
                 }
-                other => {
+                (other, marker) => {
                     drop(other);
-                    cache
-                        .store_since(generation, target, (*entry).clone())
-                        .await;
+                    cache.store_since(generation, target, entry).await;
                     if let Some(m) = marker {
-                        cache.store_since(generation, slot.primary.clone(), m).await;
+                        cache.store_since(generation, slot.primary, m).await;
                     }
                 }
             }
-            if let Some(done) = done {
+            if let Some((done, entry)) = reply {
                 let _ = done.send(Some(entry));
             }
         });
@@ -343,10 +338,12 @@ impl CacheFront {
             primary,
             marker: None,
         };
+        // The request's values of the marker's selecting headers; none without a marker.
+        let mut selected = Vec::new();
         let mut lookup = self.cache.lookup(&slot.key).await;
         if let Lookup::Hit(h) = &lookup {
             if let Some((names, epoch)) = h.entry.as_marker() {
-                let selected = key::selected(&names, &session.req_header().headers);
+                selected = key::selected(&names, &session.req_header().headers);
                 slot.key = slot.primary.variant(epoch, &selected);
                 slot.marker = Some((names, epoch));
                 lookup = self.cache.lookup(&slot.key).await;
@@ -354,7 +351,10 @@ impl CacheFront {
         }
         let mut stale = None;
         match lookup {
-            Lookup::Hit(hit) if selects(&hit.entry, session.req_header()) => {
+            // A variant answers only the values it was stored for (a marker never does).
+            Lookup::Hit(hit)
+                if hit.entry.as_marker().is_none() && hit.entry.selected == selected =>
+            {
                 let now = self.cache.clock().now_ms();
                 match policy::usable(&session.req_header().headers, &hit.entry, now) {
                     Usable::Serve | Usable::ServeStale => {
@@ -383,17 +383,20 @@ impl CacheFront {
                 .await?;
             return Ok(Phase::Answered);
         }
-        let revalidate = stale.as_ref().is_some_and(|s| {
-            matches!(session.req_header().method, Method::GET | Method::HEAD)
-                && !policy::validators(s).is_empty()
-        });
-        if let (true, Some(old)) = (revalidate, stale.clone()) {
+        let get = matches!(session.req_header().method, Method::GET | Method::HEAD);
+        if let Some(old) = stale
+            .clone()
+            .filter(|s| get && !policy::validators(s).is_empty())
+        {
             // Ask the backend whether the stored copy still holds, through
             // this proxy's own listener; the replay stores what comes back.
             let pending = Pending::new(slot.clone(), st.fill.take(), Some(old.clone()));
-            let done = self.revalidator.spawn(pending, session.req_header(), body);
+            let done = self
+                .revalidator
+                .spawn(pending, session.req_header(), body)
+                .await;
             let now = self.cache.clock().now_ms();
-            match done.await {
+            match done {
                 Ok(Some(entry)) => {
                     let x = if entry.body == old.body && entry.status == old.status {
                         XCache::Revalidated
@@ -417,38 +420,31 @@ impl CacheFront {
         Ok(Phase::Forward)
     }
 
-    /// Invalidates what is stored for `paths` of `pool` after a successful
-    /// unsafe request (RFC 9111 §4.4): their GET and HEAD responses, every variant.
-    pub async fn invalidate(&self, pool: &str, paths: &[(String, Option<String>)]) {
-        for (path, query) in paths {
+    /// Invalidates what is stored for `urls` (pool, path, query) after a
+    /// successful unsafe request (RFC 9111 §4.4): their GET and HEAD
+    /// responses, every variant (the marker under the primary key), in one purge.
+    pub async fn invalidate(&self, urls: &[(&str, String, Option<String>)]) {
+        if urls.is_empty() {
+            return;
+        }
+        let mut keys = Vec::with_capacity(urls.len() * 2);
+        for (pool, path, query) in urls {
             for method in ["GET", "HEAD"] {
-                let key = KeyParts {
+                let parts = KeyParts {
                     method,
                     pool,
                     path,
                     query: query.as_deref(),
                     body: b"",
-                }
-                .key();
-                let report = self
-                    .cache
-                    .purge(crate::cache::Purge::Key(key.to_string()))
-                    .await;
-                if !report.errors.is_empty() {
-                    tracing::warn!(key = %key, errors = ?report.errors, "Cache invalidation incomplete");
-                }
+                };
+                keys.push(parts.key().to_string());
             }
         }
+        let report = self.cache.purge(crate::cache::Purge::Keys(keys)).await;
+        if !report.errors.is_empty() {
+            tracing::warn!(errors = ?report.errors, "Cache invalidation incomplete");
+        }
     }
-}
-
-/// Whether a stored variant was stored for this request's values of its selecting headers.
-fn selects(entry: &CachedResponse, req: &RequestHeader) -> bool {
-    entry.as_marker().is_none()
-        && entry
-            .selected
-            .iter()
-            .all(|(name, value)| policy::selecting_value(&req.headers, name) == *value)
 }
 
 /// Checks the request against the route's rules, reads its body and computes the key.

@@ -302,13 +302,12 @@ impl Gantry {
                 targets.push((i, uri.path().to_string(), uri.query().map(str::to_string)));
             }
         }
-        for (i, path, query) in targets {
-            if self.route_caches[i].is_none() {
-                continue;
-            }
-            let pool = &self.routes[i].pool;
-            front.invalidate(pool, &[(path, query)]).await;
-        }
+        let urls: Vec<(&str, String, Option<String>)> = targets
+            .into_iter()
+            .filter(|(i, _, _)| self.route_caches[*i].is_some())
+            .map(|(i, path, query)| (self.routes[i].pool.as_str(), path, query))
+            .collect();
+        front.invalidate(&urls).await;
     }
 
     /// An eligible backend of the pool this request has not tried yet.
