@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use crate::support::client;
 use crate::support::gantry::command;
-use crate::support::worker::{golden, model_dir, ort_lib};
+use crate::support::worker::{assert_golden_answer, model_dir, ort_lib};
 
 #[test]
 fn missing_onnxruntime_is_a_clear_error() {
@@ -77,27 +77,16 @@ async fn serve_and_stop(mut cmd: Command) {
         .to_string();
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
-    let case = &golden()[0];
-    let c = client();
     assert_eq!(
-        c.get(format!("{base}/ready"))
+        client()
+            .get(format!("{base}/ready"))
             .send()
             .await
             .unwrap()
             .status(),
         200
     );
-    let v: serde_json::Value = c
-        .post(format!("{base}/v1/analyze"))
-        .json(&serde_json::json!({ "url": case.url }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let score = v["score"].as_f64().unwrap() as f32;
-    assert!((score - case.score_int8).abs() <= 1e-5, "{v}");
+    assert_golden_answer(&base).await;
 
     let pid = child.0.id().to_string();
     assert!(Command::new("kill")
