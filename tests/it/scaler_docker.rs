@@ -10,9 +10,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::docker::{
-    containers, test_deployment, unique, worker_image, DockerCleanup, ONE_AT_A_TIME,
-};
+use crate::support::docker::{containers, names, test_deployment, worker_image, ONE_AT_A_TIME};
 use crate::support::load::Load;
 use crate::support::{client, fake_worker, free_port, root, sh, Gantry};
 
@@ -30,18 +28,6 @@ fn policy(pool: &str, extra: &str) -> String {
     format!(
         "pool: {pool}\ninterval: 500ms\nwindow: 2s\nmetrics: [{{metric: request_rate_per_replica, target: 20}}]\nscale_up: {{max_step: 3, period: 1s}}\nscale_down: {{stabilization: 4s, cooldown: 0s, max_step: 3, period: 1s}}\nready_timeout: 30s\ndrain_timeout: 5s\n{extra}"
     )
-}
-
-/// A pool name, its network and their clean-up guard.
-fn names(prefix: &str) -> (String, String, DockerCleanup) {
-    let pool = unique(prefix);
-    let network = format!("gantry-test-{pool}");
-    let guard = DockerCleanup {
-        pool: pool.clone(),
-        network: network.clone(),
-        extra: Vec::new(),
-    };
-    (pool, network, guard)
 }
 
 /// Starts a container of `image` without our labels; returns its id.

@@ -14,8 +14,7 @@ use gantry::scaler::runtime::{Death, Replica, ReplicaSpec, Runtime};
 use tokio::sync::broadcast;
 
 use crate::support::docker::{
-    real_worker_image, test_deployment, test_peer_deployment, unique, worker_image, DockerCleanup,
-    ONE_AT_A_TIME,
+    names, real_worker_image, test_deployment, test_peer_deployment, worker_image, ONE_AT_A_TIME,
 };
 use crate::support::worker::assert_golden_answer;
 use crate::support::{sh, until};
@@ -40,18 +39,6 @@ fn spec(pool: &str) -> ReplicaSpec {
         memory_mib: 256,
         pids: 128,
     }
-}
-
-/// A unique pool, its network and their clean-up guard.
-fn names(prefix: &str) -> (String, String, DockerCleanup) {
-    let pool = unique(prefix);
-    let network = format!("gantry-test-{pool}");
-    let guard = DockerCleanup {
-        pool: pool.clone(),
-        network: network.clone(),
-        extra: Vec::new(),
-    };
-    (pool, network, guard)
 }
 
 async fn ids(rt: &DockerRuntime, pool: &str) -> Vec<String> {

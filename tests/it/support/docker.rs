@@ -155,6 +155,18 @@ impl Drop for DockerCleanup {
     }
 }
 
+/// A unique pool name (from `prefix`), its network and their clean-up guard.
+pub fn names(prefix: &str) -> (String, String, DockerCleanup) {
+    let pool = unique(prefix);
+    let network = format!("gantry-test-{pool}");
+    let guard = DockerCleanup {
+        pool: pool.clone(),
+        network: network.clone(),
+        extra: Vec::new(),
+    };
+    (pool, network, guard)
+}
+
 /// A short unique name.
 pub fn unique(prefix: &str) -> String {
     let n = std::time::SystemTime::now()
