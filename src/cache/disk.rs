@@ -12,10 +12,17 @@
 //! Commits use `Durability::Eventual` (written, not fsynced): a process
 //! crash keeps them, a power cut may lose the last few, which a cache can
 //! afford.
+//!
+//! An I/O error (a full or read-only disk) leaves a redb database refusing
+//! every later transaction, so the tier closes the file and, at most once a
+//! second, tries to open it again (redb repairs it) with the index loaded
+//! anew; until then reads and writes fail fast with [`DiskError::Closed`] and
+//! requests are served without L3.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
@@ -30,6 +37,8 @@ const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, (u64, u64, u64, u64)> = TableDefinition::new("meta");
 /// Page cache redb keeps in memory; L1 is the real memory tier.
 const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Least time between attempts to open the file again after an I/O error.
+const REOPEN_EVERY_MS: u64 = 1000;
 
 /// Errors from the disk tier.
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +57,24 @@ pub enum DiskError {
     /// A stored value could not be decompressed.
     #[error("corrupt entry: {0}")]
     Corrupt(String),
+    /// Closed after an I/O error, until it can be opened again.
+    #[error("closed after an I/O error: {0}")]
+    Closed(String),
 }
 
 impl DiskError {
     fn store(e: impl Into<redb::Error>) -> DiskError {
         DiskError::Store(Box::new(e.into()))
+    }
+
+    /// An error of the disk itself: the database must be closed and opened again.
+    fn is_io(&self) -> bool {
+        let e = match self {
+            DiskError::Store(e) => e,
+            DiskError::Open { cause, .. } => cause,
+            _ => return false,
+        };
+        matches!(**e, redb::Error::Io(_) | redb::Error::PreviousIo)
     }
 }
 
@@ -95,7 +117,14 @@ impl Index {
 
 /// The disk tier.
 pub struct DiskTier {
-    db: Database,
+    /// The open file; `None` once an I/O error closed it (see the module docs).
+    db: RwLock<Option<Database>>,
+    /// The database file.
+    path: PathBuf,
+    /// Why the file was closed, for the errors while it is.
+    closed_by: Mutex<String>,
+    /// Clock time (ms) of the next attempt to open the closed file.
+    reopen_at: AtomicU64,
     index: Mutex<Index>,
     /// Serialises write transactions so index changes and commits stay in order.
     writer: Mutex<()>,
@@ -122,19 +151,17 @@ struct Plan {
 impl DiskTier {
     /// Opens or creates the file and loads the index, dropping dead entries.
     pub fn open(cfg: &DiskConfig, clock: Arc<dyn Clock>) -> Result<DiskTier, DiskError> {
-        let open_err = |e: redb::Error| DiskError::Open {
-            path: cfg.path.clone(),
-            cause: Box::new(e),
-        };
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(e.into()))?;
+            std::fs::create_dir_all(dir).map_err(|e| DiskError::Open {
+                path: cfg.path.clone(),
+                cause: Box::new(e.into()),
+            })?;
         }
-        let db = Database::builder()
-            .set_cache_size(REDB_CACHE_BYTES)
-            .create(&cfg.path)
-            .map_err(|e| open_err(e.into()))?;
         let tier = DiskTier {
-            db,
+            db: RwLock::new(None),
+            path: cfg.path.clone(),
+            closed_by: Mutex::new(String::new()),
+            reopen_at: AtomicU64::new(0),
             index: Mutex::new(Index::default()),
             writer: Mutex::new(()),
             max_bytes: cfg.max_bytes,
@@ -142,7 +169,10 @@ impl DiskTier {
             level: cfg.zstd_level,
             clock,
         };
-        tier.load()?;
+        let _w = tier.writer.lock().unwrap_or_else(|e| e.into_inner());
+        tier.reopen()?;
+        drop(_w);
+        tier.write(Vec::new())?;
         Ok(tier)
     }
 
@@ -150,32 +180,76 @@ impl DiskTier {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn load(&self) -> Result<(), DiskError> {
-        let now = self.clock.now_ms();
-        let txn = self.db.begin_write().map_err(DiskError::store)?;
-        txn.open_table(ENTRIES).map_err(DiskError::store)?;
-        let meta = txn.open_table(META).map_err(DiskError::store)?;
-        let mut index = self.lock();
-        for row in meta.iter().map_err(DiskError::store)? {
-            let (k, v) = row.map_err(DiskError::store)?;
-            let (dead_at_ms, last_access_ms, hits, size) = v.value();
-            let meta = Meta {
-                dead_at_ms,
-                last_access_ms,
-                hits,
-                size,
-            };
-            if dead_at_ms <= now {
-                index.doomed.insert(k.value().to_string());
-            } else {
-                index.bytes += size;
-                index.map.insert(k.value().to_string(), meta);
-            }
+    /// Runs `f` on the open database; fails fast while it is closed.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, DiskError>,
+    ) -> Result<T, DiskError> {
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        match db.as_ref() {
+            Some(db) => f(db),
+            None => Err(DiskError::Closed(
+                self.closed_by
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            )),
         }
-        drop(meta);
-        drop(index);
-        txn.commit().map_err(DiskError::store)?;
-        self.write(Vec::new())
+    }
+
+    /// Closes the file after an I/O error `e` (see the module docs).
+    fn close_on_io(&self, e: &DiskError) {
+        if !e.is_io() {
+            return;
+        }
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if db.take().is_some() {
+            *self.closed_by.lock().unwrap_or_else(|e| e.into_inner()) = e.to_string();
+            self.reopen_at
+                .store(self.clock.now_ms() + REOPEN_EVERY_MS, Ordering::Relaxed);
+            tracing::warn!(path = %self.path.display(), error = %e, "Disk cache closed after an I/O error: serving without it until it opens again");
+        }
+    }
+
+    /// Opens the file when it is closed and an attempt is due; the writer lock is held.
+    fn ensure_open(&self) -> Result<(), DiskError> {
+        if self.db.read().unwrap_or_else(|e| e.into_inner()).is_some() {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        if now < self.reopen_at.load(Ordering::Relaxed) {
+            return self.with_db(|_| Ok(()));
+        }
+        self.reopen_at
+            .store(now + REOPEN_EVERY_MS, Ordering::Relaxed);
+        if let Err(e) = self.reopen() {
+            // Said when the reason changes, not once a second.
+            let mut why = self.closed_by.lock().unwrap_or_else(|e| e.into_inner());
+            let now = e.to_string();
+            if *why != now {
+                tracing::warn!(path = %self.path.display(), error = %now, "Disk cache still closed: cannot open it again");
+                *why = now;
+            }
+            return Err(DiskError::Closed(why.clone()));
+        }
+        tracing::info!(path = %self.path.display(), entries = self.entries(), "Disk cache open again");
+        Ok(())
+    }
+
+    /// Opens the file (repairing it when needed) and loads the index from it.
+    fn reopen(&self) -> Result<(), DiskError> {
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(&self.path)
+            .map_err(|e| DiskError::Open {
+                path: self.path.clone(),
+                cause: Box::new(e.into()),
+            })?;
+        let index = load(&db, self.clock.now_ms())?;
+        *self.lock() = index;
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(db);
+        self.publish();
+        Ok(())
     }
 
     /// The entry under `key`, fresh or stale; `None` when absent or dead.
@@ -193,12 +267,17 @@ impl DiskTier {
                 Some(_) => {}
             }
         }
-        let txn = self.db.begin_read().map_err(DiskError::store)?;
-        let table = txn.open_table(ENTRIES).map_err(DiskError::store)?;
-        let Some(value) = table.get(key).map_err(DiskError::store)? else {
+        let value = self.with_db(|db| {
+            let txn = db.begin_read().map_err(DiskError::store)?;
+            let table = txn.open_table(ENTRIES).map_err(DiskError::store)?;
+            let value = table.get(key).map_err(DiskError::store)?;
+            Ok(value.map(|v| v.value().to_vec()))
+        });
+        let value = value.inspect_err(|e| self.close_on_io(e))?;
+        let Some(value) = value else {
             return Ok(None);
         };
-        let entry = zstd::decode_all(value.value())
+        let entry = zstd::decode_all(&value[..])
             .map_err(|e| DiskError::Corrupt(e.to_string()))
             .and_then(|raw| {
                 CachedResponse::decode(&raw).map_err(|e| DiskError::Corrupt(e.to_string()))
@@ -244,6 +323,7 @@ impl DiskTier {
 
     fn write(&self, puts: Vec<(String, Vec<u8>, Meta)>) -> Result<(), DiskError> {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.ensure_open()?;
         let plan = self.plan(puts);
         if plan.puts.is_empty()
             && plan.metas.is_empty()
@@ -252,34 +332,10 @@ impl DiskTier {
         {
             return Ok(());
         }
-        self.commit(&plan)?;
+        self.with_db(|db| commit(db, &plan))
+            .inspect_err(|e| self.close_on_io(e))?;
         self.apply(plan);
         self.publish();
-        Ok(())
-    }
-
-    /// Writes `plan` in one transaction; on error nothing of it is kept.
-    fn commit(&self, plan: &Plan) -> Result<(), DiskError> {
-        let mut txn = self.db.begin_write().map_err(DiskError::store)?;
-        txn.set_durability(Durability::Eventual);
-        {
-            let mut entries = txn.open_table(ENTRIES).map_err(DiskError::store)?;
-            let mut meta = txn.open_table(META).map_err(DiskError::store)?;
-            for k in plan.evicted.iter().chain(&plan.doomed) {
-                entries.remove(k.as_str()).map_err(DiskError::store)?;
-                meta.remove(k.as_str()).map_err(DiskError::store)?;
-            }
-            for (k, v, m) in &plan.puts {
-                entries
-                    .insert(k.as_str(), &v[..])
-                    .map_err(DiskError::store)?;
-                meta.insert(k.as_str(), m.row()).map_err(DiskError::store)?;
-            }
-            for (k, m) in &plan.metas {
-                meta.insert(k.as_str(), m.row()).map_err(DiskError::store)?;
-            }
-        }
-        txn.commit().map_err(DiskError::store)?;
         Ok(())
     }
 
@@ -421,21 +477,24 @@ impl DiskTier {
                 .map(|(h, t, k)| (h, t, k.to_string()))
                 .collect()
         };
-        let txn = self.db.begin_read().map_err(DiskError::store)?;
-        let table = txn.open_table(ENTRIES).map_err(DiskError::store)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for (_, _, k) in keys {
-            let Some(v) = table.get(k.as_str()).map_err(DiskError::store)? else {
-                continue;
-            };
-            let raw = zstd::decode_all(v.value()).map_err(|e| DiskError::Corrupt(e.to_string()));
-            if let Ok(entry) = raw.and_then(|r| {
-                CachedResponse::decode(&r).map_err(|e| DiskError::Corrupt(e.to_string()))
-            }) {
-                out.push((CacheKey::from_stored(&k), entry));
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(DiskError::store)?;
+            let table = txn.open_table(ENTRIES).map_err(DiskError::store)?;
+            let mut out = Vec::with_capacity(keys.len());
+            for (_, _, k) in keys {
+                let Some(v) = table.get(k.as_str()).map_err(DiskError::store)? else {
+                    continue;
+                };
+                let raw =
+                    zstd::decode_all(v.value()).map_err(|e| DiskError::Corrupt(e.to_string()));
+                if let Ok(entry) = raw.and_then(|r| {
+                    CachedResponse::decode(&r).map_err(|e| DiskError::Corrupt(e.to_string()))
+                }) {
+                    out.push((CacheKey::from_stored(&k), entry));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Live entries.
@@ -447,6 +506,58 @@ impl DiskTier {
     pub fn bytes(&self) -> u64 {
         self.lock().bytes
     }
+}
+
+/// The index of `db`'s `meta` table (creating both tables): dead entries are doomed.
+fn load(db: &Database, now: u64) -> Result<Index, DiskError> {
+    let txn = db.begin_write().map_err(DiskError::store)?;
+    txn.open_table(ENTRIES).map_err(DiskError::store)?;
+    let meta = txn.open_table(META).map_err(DiskError::store)?;
+    let mut index = Index::default();
+    for row in meta.iter().map_err(DiskError::store)? {
+        let (k, v) = row.map_err(DiskError::store)?;
+        let (dead_at_ms, last_access_ms, hits, size) = v.value();
+        let meta = Meta {
+            dead_at_ms,
+            last_access_ms,
+            hits,
+            size,
+        };
+        if dead_at_ms <= now {
+            index.doomed.insert(k.value().to_string());
+        } else {
+            index.bytes += size;
+            index.map.insert(k.value().to_string(), meta);
+        }
+    }
+    drop(meta);
+    txn.commit().map_err(DiskError::store)?;
+    Ok(index)
+}
+
+/// Writes `plan` in one transaction; on error nothing of it is kept.
+fn commit(db: &Database, plan: &Plan) -> Result<(), DiskError> {
+    let mut txn = db.begin_write().map_err(DiskError::store)?;
+    txn.set_durability(Durability::Eventual);
+    {
+        let mut entries = txn.open_table(ENTRIES).map_err(DiskError::store)?;
+        let mut meta = txn.open_table(META).map_err(DiskError::store)?;
+        for k in plan.evicted.iter().chain(&plan.doomed) {
+            entries.remove(k.as_str()).map_err(DiskError::store)?;
+            meta.remove(k.as_str()).map_err(DiskError::store)?;
+        }
+        for (k, v, m) in &plan.puts {
+            entries
+                .insert(k.as_str(), &v[..])
+                .map_err(DiskError::store)?;
+            meta.insert(k.as_str(), m.row()).map_err(DiskError::store)?;
+        }
+        for (k, m) in &plan.metas {
+            meta.insert(k.as_str(), m.row()).map_err(DiskError::store)?;
+        }
+    }
+    txn.commit().map_err(DiskError::store)?;
+    Ok(())
 }
 
 /// What eviction brings the tier down to.

@@ -503,11 +503,16 @@ impl RedisTier {
         }
         let full = self.full(key.as_str());
         let value = Bytes::from(entry.encode());
-        if let Err(e) = self
+        match self
             .guarded(self.store.set_ex(&full, value, ttl_secs))
             .await
         {
-            tracing::debug!(error = %e, "Redis cache store skipped");
+            Ok(()) => m::writes("l2", "ok", 1),
+            Err(RemoteError::Unavailable) => m::writes("l2", "bypass", 1),
+            Err(e) => {
+                m::writes("l2", "failed", 1);
+                tracing::debug!(error = %e, "Redis cache store skipped");
+            }
         }
     }
 

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock::Clock;
 use super::config::{CacheConfig, DiskConfig, MemoryConfig, RedisConfig};
-use super::disk::DiskTier;
+use super::disk::{DiskError, DiskTier};
 use super::entry::{CachedResponse, Freshness};
 use super::key::CacheKey;
 use super::memory::MemoryTier;
@@ -550,7 +550,10 @@ impl Cache {
                     }
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "Disk cache read failed");
+                    // Closed: said once when it closed; counted here.
+                    if !matches!(e, DiskError::Closed(_)) {
+                        tracing::warn!(error = %e, "Disk cache read failed");
+                    }
                     tally.push("l3", "error");
                 }
                 Err(_) => tally.push("l3", "error"),
@@ -812,6 +815,7 @@ impl Inner {
         self.spawn_l2_set(&key, &entry, generation);
         if let Some(tx) = &self.disk_tx {
             if tx.try_send(DiskOp::Put(key, entry, generation)).is_err() {
+                m::writes("l3", "dropped", 1);
                 tracing::debug!("Disk cache queue full: write dropped");
             }
         }
@@ -981,11 +985,19 @@ async fn write_disk(
             }
         }
         if !puts.is_empty() {
-            let d = disk.clone();
-            match tokio::task::spawn_blocking(move || d.put_batch(&puts)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "Disk cache write failed"),
-                Err(e) => tracing::warn!(error = %e, "Disk cache writer panicked"),
+            let (d, n) = (disk.clone(), puts.len());
+            let result = tokio::task::spawn_blocking(move || d.put_batch(&puts)).await;
+            match result {
+                Ok(Ok(())) => m::writes("l3", "ok", n),
+                Ok(Err(DiskError::Closed(_))) => m::writes("l3", "failed", n),
+                Ok(Err(e)) => {
+                    m::writes("l3", "failed", n);
+                    tracing::warn!(error = %e, entries = n, "Disk cache write failed: serving without storing");
+                }
+                Err(e) => {
+                    m::writes("l3", "failed", n);
+                    tracing::warn!(error = %e, "Disk cache writer panicked");
+                }
             }
         }
         for done in barriers {

@@ -2,7 +2,10 @@
 //!
 //! `tier` is `l1`, `l2` or `l3`. Lookup `result` is `hit`, `stale` (found
 //! but past its TTL), `miss`, `error` (the tier failed or timed out) or
-//! `bypass` (the tier was skipped: Redis circuit open).
+//! `bypass` (the tier was skipped: Redis circuit open). Write `result` is
+//! `ok`, `failed` (the tier refused or timed out: a full or read-only disk,
+//! Redis down), `bypass` (Redis circuit open) or `dropped` (the disk write
+//! queue was full).
 
 use std::sync::LazyLock;
 
@@ -16,6 +19,16 @@ pub static LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "gantry_cache_lookups_total",
         "Cache lookups by tier and result (hit, stale, miss, error, bypass)",
+        &["tier", "result"]
+    )
+    .expect("metric registers once")
+});
+
+/// Writes (stores) by tier and result: how a failing tier shows while requests still succeed.
+pub static WRITES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gantry_cache_writes_total",
+        "Cache writes by tier and result (ok, failed, bypass, dropped)",
         &["tier", "result"]
     )
     .expect("metric registers once")
@@ -77,6 +90,11 @@ pub static INVALIDATIONS_SUBSCRIBED: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Counts `n` writes to `tier` with `result`.
+pub fn writes(tier: &str, result: &str, n: usize) {
+    WRITES.with_label_values(&[tier, result]).inc_by(n as u64);
+}
 
 /// Counts one lookup.
 pub fn lookup(tier: &str, result: &str) {

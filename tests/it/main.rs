@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cache_disk;
 mod cache_redis;
 mod faults;
 mod first_run;
