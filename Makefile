@@ -44,20 +44,24 @@ TEST_DEPLOYMENT ?= gantry-test-$(shell basename "$(CURDIR)" | tr -c 'A-Za-z0-9._
 # Reviewers' checks first (format, lints), then every test: the unit tests and
 # the one integration-test binary (tests/it). Four at a time: most integration
 # tests wait on child processes, sockets and timers rather than the CPU, and
-# the Docker ones queue on a lock of their own.
+# the Docker ones queue on a lock of their own. The binary the worker image is
+# built from comes from `build --all-targets`: the dependency features `cargo
+# test` uses, so nothing is compiled twice.
 test: deps-test onnxruntime
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) build --bins
+	$(CARGO) build --all-targets
 	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
 	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) GANTRY_TEST_DEPLOYMENT=$(TEST_DEPLOYMENT) \
 	  $(CARGO) test --all-targets --no-fail-fast -- --test-threads=4
 
-# The fault-injection suite (tests/it/faults.rs, ignored by `make test`): faults under
+# The fault-injection suite (tests/it/faults/, ignored by `make test`): faults under
 # steady load through `gantry up`; prints a table and fails on any failed request.
-test-faults: deps-test
-	$(CARGO) build --bins
-	$(CARGO) test --test it faults:: -- --ignored --nocapture --test-threads=1
+test-faults: deps-test onnxruntime
+	$(CARGO) build --all-targets
+	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
+	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) GANTRY_TEST_DEPLOYMENT=$(TEST_DEPLOYMENT) \
+	  $(CARGO) test --test it faults:: -- --ignored --nocapture --test-threads=1
 
 bench-proxy: release
 	bench/proxy.sh
