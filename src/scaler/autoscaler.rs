@@ -7,6 +7,10 @@
 //! vanished ones, so a missed event costs one interval, not a leak. Death
 //! events and requests held at zero replicas only make it act sooner.
 //!
+//! An unreachable runtime (the Docker socket gone) pauses listing and
+//! starting, 1 s doubling to 5 s, and is no failed start: once it is back the
+//! pool is reconciled within seconds.
+//!
 //! A replica that exits, or is not ready, within [`START_WINDOW`] of starting
 //! is a failed start: the pool backs off (1 s doubling to [`MAX_START_BACKOFF`])
 //! before starting another, and shows as failing with the replica's last
@@ -38,7 +42,7 @@ use super::decide::{decide, Decision, Direction, Fleet, History, Observation};
 use super::journal;
 use super::observe::{MetricsSource, Window};
 use super::policy::Policy;
-use super::runtime::{Death, Replica, ReplicaSpec, Runtime};
+use super::runtime::{Death, Replica, ReplicaSpec, Runtime, RuntimeError};
 use super::Clock;
 use crate::admin::BackendState;
 use crate::metrics::scaler as m;
@@ -49,8 +53,9 @@ use crate::proxy::Pool;
 const READY_POLL: Duration = Duration::from_millis(50);
 /// How often a draining replica is checked.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
-/// Longest pause after runtime errors.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest pause after runtime errors: an engine back from an outage is
+/// listed again, and the pool reconciled, within it.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A replica that dies this soon after starting or becoming ready is a failed
 /// start; one that stays ready this long ends a run of failures.
 pub const START_WINDOW: Duration = Duration::from_secs(10);
@@ -480,9 +485,16 @@ impl Autoscaler {
                 }
             }
         }
-        // One failure per attempt, however many replicas it asked for.
-        if let Some(e) = refused {
-            self.start_failed(format!("cannot start a replica: {e}"), now);
+        // One failure per attempt, however many replicas it asked for. An
+        // unreachable engine is an outage, not a crash loop: retried with
+        // the runtime's short back-off, not the start back-off.
+        match refused {
+            Some(RuntimeError::Unreachable(e)) => {
+                let delay = self.backoff.fail(now);
+                tracing::warn!(pool = %self.pool, error = %e, retry_in = ?delay, "Runtime unreachable: cannot start a replica");
+            }
+            Some(e) => self.start_failed(format!("cannot start a replica: {e}"), now),
+            None => {}
         }
     }
 

@@ -172,10 +172,26 @@ async fn unreachable_runtime_backs_off_then_recovers() {
     let runtime = Arc::new(FakeRuntime::new());
     runtime.down.store(true, Ordering::Relaxed);
     let r = rig_with("down", "min: 2\nmax: 3\n", runtime);
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // A long outage: the back-off stays short, and it is no crash loop.
+    tokio::time::sleep(Duration::from_secs(120)).await;
     assert_eq!(r.running(), 0);
+    let starts = |r: &Rig| {
+        r.journal
+            .snapshot()
+            .get("down")
+            .map(|p| p.starts.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(starts(&r).failures_total, 0, "{:?}", starts(&r));
     r.runtime.down.store(false, Ordering::Relaxed);
+    let back = tokio::time::Instant::now();
     until("recovered", || r.in_pool() == 2).await;
+    // Seen within the 5 s runtime back-off (plus readiness), on the paused clock.
+    assert!(
+        back.elapsed() <= Duration::from_secs(6),
+        "{:?}",
+        back.elapsed()
+    );
     r.stop().await;
 }
 

@@ -103,7 +103,7 @@ impl FakeRuntime {
 
     fn check_up(&self) -> Result<(), RuntimeError> {
         if self.down.load(Ordering::Relaxed) {
-            Err(RuntimeError::Other("engine unreachable (fake)".into()))
+            Err(RuntimeError::Unreachable("fake engine down".into()))
         } else {
             Ok(())
         }

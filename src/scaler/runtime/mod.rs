@@ -76,9 +76,13 @@ pub struct Usage {
 /// Errors from a runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// The Docker engine refused or could not be reached.
+    /// The Docker engine refused.
     #[error("docker: {0}")]
     Docker(bollard::errors::Error),
+    /// The engine could not be reached at all (its socket gone, the
+    /// connection refused or timed out): an outage, not the replica's fault.
+    #[error("the container engine is unreachable: {0}")]
+    Unreachable(String),
     /// A process could not be started.
     #[error("cannot start `{command}`: {cause}")]
     Spawn {
@@ -102,7 +106,14 @@ pub enum RuntimeError {
 
 impl From<bollard::errors::Error> for RuntimeError {
     fn from(e: bollard::errors::Error) -> RuntimeError {
-        RuntimeError::Docker(e)
+        use bollard::errors::Error as E;
+        match e {
+            E::SocketNotFoundError(_)
+            | E::IOError { .. }
+            | E::HyperLegacyError { .. }
+            | E::RequestTimeoutError => RuntimeError::Unreachable(e.to_string()),
+            e => RuntimeError::Docker(e),
+        }
     }
 }
 
