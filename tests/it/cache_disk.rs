@@ -4,9 +4,6 @@
 //! kernel's own ENOSPC; mounting needs root (as `make test` runs here),
 //! elsewhere the test says it is skipped.
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,26 +14,7 @@ use gantry::cache::disk::{DiskError, DiskTier};
 use gantry::cache::entry::CachedResponse;
 use gantry::cache::key::CacheKey;
 
-/// A tmpfs of `size` on `dir`, unmounted on drop; `None` when mounting is not allowed.
-struct Tmpfs<'a>(&'a Path);
-
-impl<'a> Tmpfs<'a> {
-    fn mount(dir: &'a Path, size: &str) -> Option<Tmpfs<'a>> {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Tmpfs(dir))
-    }
-}
-
-impl Drop for Tmpfs<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
-    }
-}
+use crate::support::tmpfs::Tmpfs;
 
 /// An entry of `n` incompressible bytes, fresh for an hour.
 fn entry(clock: &ManualClock, n: usize, seed: u64) -> Arc<CachedResponse> {
@@ -65,7 +43,7 @@ fn put(tier: &DiskTier, clock: &ManualClock, key: &str, seed: u64) -> Result<(),
 #[test]
 fn a_full_disk_closes_the_tier_and_it_opens_again_with_room() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(_fs) = Tmpfs::mount(dir.path(), "2m") else {
+    let Some(fs) = Tmpfs::mount(dir.path(), "2m") else {
         eprintln!("skipped: mounting a tmpfs needs root");
         return;
     };
@@ -81,9 +59,7 @@ fn a_full_disk_closes_the_tier_and_it_opens_again_with_room() {
     put(&tier, &clock, "kept", 0).unwrap();
 
     // Fill the file system: the next writes fail, and the tier closes.
-    let mut filler = std::fs::File::create(dir.path().join("filler")).unwrap();
-    while filler.write_all(&[0u8; 64 * 1024]).is_ok() {}
-    drop(filler);
+    fs.fill("filler");
     let mut failed = None;
     for seed in 1..64 {
         if let Err(e) = put(&tier, &clock, &format!("k{seed}"), seed) {

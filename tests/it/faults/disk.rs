@@ -4,47 +4,12 @@
 //! `make test` runs here; elsewhere the case is skipped and says so), so
 //! "full" and "read-only" are the kernel's own ENOSPC and EROFS.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{config, policy, Row, CLIENTS, UNDER_FAULT};
 use crate::support::load::Load;
+use crate::support::tmpfs::Tmpfs;
 use crate::support::Gantry;
-
-/// A tmpfs mounted for the case; unmounted on drop.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn new(dir: &Path, size: &str) -> Option<Mount> {
-        std::fs::create_dir_all(dir).unwrap();
-        let ok = mount(
-            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"],
-            dir,
-        );
-        ok.then(|| Mount(dir.to_path_buf()))
-    }
-
-    /// Remounts with `how` (`ro`, `rw`); false when the kernel refuses (busy).
-    fn remount(&self, how: &str) -> bool {
-        mount(&["-o", &format!("remount,{how}")], &self.0)
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn mount(args: &[&str], dir: &Path) -> bool {
-    Command::new("mount")
-        .args(args)
-        .arg(dir)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// `gantry_cache_writes_total{tier="l3",result}`.
 async fn writes(up: &Gantry, result: &str) -> f64 {
@@ -56,15 +21,6 @@ async fn writes(up: &Gantry, result: &str) -> f64 {
         .filter(|l| l.contains(&want))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-/// Fills `dir` until the file system says it is full.
-fn fill(dir: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
-    let chunk = vec![0u8; 64 * 1024];
-    while f.write_all(&chunk).is_ok() {}
-    let _ = f.sync_all();
 }
 
 /// Waits until more L3 writes than `since` have `result`; returns the count.
@@ -86,7 +42,7 @@ async fn more_writes(up: &Gantry, result: &str, since: f64, what: &str) -> f64 {
 pub async fn l3_full_then_read_only() -> Row {
     let scratch = tempfile::tempdir().unwrap();
     let l3 = scratch.path().join("l3");
-    let Some(tmpfs) = Mount::new(&l3, "4m") else {
+    let Some(tmpfs) = Tmpfs::mount(&l3, "4m") else {
         let mut row = Row::new("L3 full, then read-only", Default::default(), None);
         row.skipped = Some("needs root to mount a tmpfs".into());
         return row;
@@ -102,7 +58,7 @@ pub async fn l3_full_then_read_only() -> Row {
     let varied = r#"{"url":"http://example.com/{n}"}"#;
     let load = Load::start(&format!("{}/v1/analyze", up.url), CLIENTS, varied);
     load.more(UNDER_FAULT).await;
-    fill(&l3);
+    tmpfs.fill("filler");
     let failed = more_writes(&up, "failed", writes(&up, "failed").await, "disk full").await;
     load.more(UNDER_FAULT).await;
     // Read-only as well: possible once the tier has closed the file (no writer left).

@@ -10,6 +10,7 @@ pub mod docker;
 pub mod gantry;
 pub mod load;
 pub mod redis_server;
+pub mod tmpfs;
 pub mod worker;
 
 use std::fmt::Display;
