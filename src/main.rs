@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gantry::telemetry::{self, LogFormat};
 
+/// jemalloc: memory freed after a burst goes back to the OS (see Cargo.toml).
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Load balancer, response cache and auto-scaler for ML inference backends.
 #[derive(Parser)]
 #[command(version, about)]

@@ -7,7 +7,7 @@
 //! suite prints one table (case, requests, failed, recovery time) and
 //! `faults: N cases, F failed requests`, and fails when any request failed or
 //! a case's own check did not hold. It is `#[ignore]`d: `make test` does not
-//! run it (it takes about three minutes).
+//! run it (it takes about two minutes).
 
 mod disk;
 mod docker;
