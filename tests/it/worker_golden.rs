@@ -5,7 +5,7 @@
 use gantry::worker::features;
 use gantry::worker::model::{environment, Engine, ModelSpec, OrtEngine};
 
-use crate::support::worker::{golden, model_dir, ort_lib};
+use crate::support::worker::{golden, model_dir, ort_lib, GOLDEN_TOLERANCE};
 
 fn engine() -> (ModelSpec, OrtEngine) {
     let spec = ModelSpec::load(&model_dir()).expect("model.json");
@@ -35,7 +35,7 @@ fn int8_model_matches_golden_scores() {
             .score(&features::extract(&case.url), 1, &mut scores)
             .unwrap();
         assert!(
-            (scores[0] - case.score_int8).abs() <= 1e-5,
+            (scores[0] - case.score_int8).abs() <= GOLDEN_TOLERANCE,
             "{}: got {}, golden {}",
             case.url,
             scores[0],
@@ -59,7 +59,7 @@ fn batched_scores_match_golden() {
     assert_eq!(scores.len(), cases.len());
     for (case, score) in cases.iter().zip(&scores) {
         assert!(
-            (score - case.score_int8).abs() <= 1e-5,
+            (score - case.score_int8).abs() <= GOLDEN_TOLERANCE,
             "{} in a batch of {}: got {score}, golden {}",
             case.url,
             cases.len(),

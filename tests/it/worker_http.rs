@@ -6,9 +6,7 @@ use gantry::worker::Worker;
 use serde_json::{json, Value};
 
 use crate::support::client;
-use crate::support::worker::{golden, metric, model_dir, real_config, Server};
-
-const TOLERANCE: f32 = 1e-5;
+use crate::support::worker::{golden, metric, model_dir, real_config, Server, GOLDEN_TOLERANCE};
 
 async fn start() -> Server {
     Server::start(Worker::load(&real_config()).expect("load the shipped model")).await
@@ -50,7 +48,7 @@ async fn analyze_gives_the_golden_score() {
         assert_eq!(r.status(), 200, "{}", case.url);
         let a: Analysis = r.json().await.unwrap();
         assert!(
-            (a.score - case.score_int8).abs() <= TOLERANCE,
+            (a.score - case.score_int8).abs() <= GOLDEN_TOLERANCE,
             "{}: {} vs {}",
             case.url,
             a.score,
@@ -84,7 +82,7 @@ async fn batch_answers_every_item_in_order() {
     // The same scores as one at a time: the model's quantization is fixed per row.
     for (case, a) in cases.iter().zip(&b.results) {
         assert!(
-            (a.score - case.score_int8).abs() <= 1e-5,
+            (a.score - case.score_int8).abs() <= GOLDEN_TOLERANCE,
             "{}: {} vs {}",
             case.url,
             a.score,
