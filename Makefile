@@ -142,3 +142,13 @@ fuzz: fuzz-build
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (see fuzz/artifacts/)"; exit 1; fi
+
+# --- Status page: the picture in the README ---
+.PHONY: screenshot
+
+# A few minutes of traffic through `gantry up` (SCREENSHOT_MINUTES, default 3), then
+# headless chromium saves docs/status.png (laptop, light) and, to look at,
+# target/screenshots/{laptop-dark,phone-light,phone-dark}.png.
+screenshot: deps-test onnxruntime
+	$(CARGO) build --bins
+	$(CARGO) test --test it status_page::screenshot -- --ignored --nocapture

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod alerts;
 mod cache_redis;
 mod faults;
 mod first_run;
@@ -17,6 +18,7 @@ mod scaler_docker;
 mod scaler_docker_runtime;
 mod scaler_local;
 mod scaler_policies;
+mod status_page;
 mod tidy;
 mod worker_batching;
 mod worker_cli;
