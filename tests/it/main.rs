@@ -5,6 +5,7 @@ mod support;
 
 mod alerts;
 mod cache_redis;
+mod compose;
 mod faults;
 mod first_run;
 mod http_cache;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::support::load::Load;
 use crate::support::{client, until, Gantry};
 
 /// Longest one chromium run may take (it is killed after).
@@ -90,14 +91,21 @@ async fn picture(url: &str, view: View, path: &Path) {
     );
 }
 
+/// The tests' policy: two replicas, three at most.
+const POLICY: &str = "pool: analysis\nmin: 2\nmax: 3\ninterval: 1s\nmetrics:\n  - {metric: inflight_per_replica, target: 50}\n  - {metric: response_time_p95_ms, target: 250}\n";
+
 /// `gantry up` with two real workers behind a cached analysis route.
 async fn stack() -> Gantry {
+    stack_with(POLICY).await
+}
+
+/// [`stack`] under `policy`.
+async fn stack_with(policy: &str) -> Gantry {
     let model = std::fs::canonicalize("models/phishing-url").unwrap();
     let config = format!(
         "pools:\n  analysis:\n    health: {{interval: 500ms}}\nroutes:\n  - {{prefix: /v1/analyze, pool: analysis, idempotent: true, cache: {{ttl: 5m}}}}\ncache:\n  memory: {{max_bytes: 16777216}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: local\n  local:\n    args: [worker, --model, '{}']\n",
         model.display()
     );
-    let policy = "pool: analysis\nmin: 2\nmax: 3\ninterval: 1s\nmetrics:\n  - {metric: inflight_per_replica, target: 50}\n  - {metric: response_time_p95_ms, target: 250}\n";
     let up = Gantry::up(&config)
         .policy("analysis.yaml", policy)
         .start()
@@ -253,33 +261,62 @@ async fn status_json_answers_without_a_token_and_the_page_loads_nothing_from_els
     assert_eq!(s["history"]["interval_s"], 5);
 }
 
-/// `make screenshot`: a few minutes of varied traffic, then the pictures.
+/// `make screenshot`: a few minutes of varied traffic, then the pictures. A burst of
+/// distinct requests in the middle scales the pool up; the quiet after it, down again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by `make screenshot`; writes docs/status.png"]
 async fn screenshot() {
-    let up = stack().await;
+    let policy = "pool: analysis\nmin: 2\nmax: 3\ninterval: 1s\nmetrics:\n  - {metric: inflight_per_replica, target: 4}\nscale_down: {stabilization: 30s, cooldown: 10s}\n";
+    let up = stack_with(policy).await;
     let minutes: u64 = std::env::var("SCREENSHOT_MINUTES")
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(3);
-    let end = Instant::now() + Duration::from_secs(60 * minutes);
-    let mut round = 0;
+    let start = Instant::now();
+    let end = start + Duration::from_secs(60 * minutes);
+    let burst = (end - start) / 3..(end - start) / 2;
+    let mut fresh = 0;
+    let mut round = 0u32;
     while Instant::now() < end {
         round += 1;
-        // Waves: busy rounds with new URLs (misses), quiet ones of repeats (hits).
-        let (n, distinct) = if round % 4 == 0 {
-            (120, 120)
-        } else {
-            (40 + 20 * (round % 3), 30)
-        };
-        traffic(&up, n, distinct + round).await;
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        if burst.contains(&start.elapsed()) {
+            let load = Load::start(
+                &format!("{}/v1/analyze", up.url),
+                24,
+                r#"{"url":"https://shop-{n}.example.com/checkout"}"#,
+            );
+            tokio::time::sleep(burst.end - burst.start).await;
+            load.stop().await;
+            continue;
+        }
+        // Mostly a hot set (hits), a varying share of new URLs (misses).
+        let share = [0.05, 0.15, 0.3, 0.1][round as usize % 4];
+        for i in 0..60 {
+            let url = if (i as f64) < 60.0 * share {
+                fresh += 1;
+                format!("http://login-{fresh}.secure-bank.example.ru/verify")
+            } else {
+                format!("https://www.wikipedia.org/wiki/Page_{}", i % 25)
+            };
+            let r = client()
+                .post(format!("{}/v1/analyze", up.url))
+                .json(&serde_json::json!({ "url": url }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     wait_for_content(&up).await;
     let page = format!("{}/", up.admin);
     let docs = PathBuf::from("docs");
     std::fs::create_dir_all(&docs).unwrap();
-    picture(&page, LAPTOP, &docs.join("status.png")).await;
+    let laptop = View {
+        height: 1250,
+        ..LAPTOP
+    };
+    picture(&page, laptop, &docs.join("status.png")).await;
     let more = PathBuf::from("target/screenshots");
     std::fs::create_dir_all(&more).unwrap();
     let phone = View {
@@ -291,7 +328,7 @@ async fn screenshot() {
         &page,
         View {
             dark: true,
-            ..LAPTOP
+            ..laptop
         },
         &more.join("laptop-dark.png"),
     )
