@@ -313,7 +313,7 @@ async fn screenshot() {
     let docs = PathBuf::from("docs");
     std::fs::create_dir_all(&docs).unwrap();
     let laptop = View {
-        height: 1250,
+        height: 1560,
         ..LAPTOP
     };
     picture(&page, laptop, &docs.join("status.png")).await;
