@@ -175,6 +175,19 @@ async fn compose_stack_serves_caches_scrapes_and_leaves_nothing_behind() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
+    // Connected to Redis (L2 writes before that are dropped, by design).
+    until("gantry connected to Redis", WAIT, || async {
+        let m = c.get(format!("{}/metrics", stack.admin)).send().await;
+        match m {
+            Ok(r) => r
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains("gantry_cache_invalidations_subscribed 1"),
+            Err(_) => false,
+        }
+    })
+    .await;
     let phishing = "http://paypal.com.secure-login.example.ru/";
     let (v, first) = analyze(&stack, phishing).await;
     assert_eq!(v["verdict"], "phishing", "{v}");

@@ -7,14 +7,18 @@
 //! otherwise. The JSON is built per request from the pools, the cache, the
 //! scaler's journal and this process's metrics; the charts' [`history`] and
 //! the workers' numbers ([`workers`]) come from one background task
-//! ([`run`]), so a page view never waits on a worker.
+//! ([`run`]), so a page view never waits on a worker. Workers are the members
+//! of the pools the scaler here runs, scraped only while someone watches
+//! (`/status.json` read in the last [`WATCHED`]): no other backend is sent
+//! requests it did not ask for.
 
 pub mod history;
 mod read;
 pub mod workers;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::header;
@@ -30,6 +34,8 @@ use crate::metrics;
 
 /// The page: HTML, CSS and script, no outside resources.
 pub const PAGE: &str = include_str!("page.html");
+/// How long after the last read of `/status.json` the workers are still scraped.
+pub const WATCHED: Duration = Duration::from_secs(60);
 /// Decisions shown per pool.
 const DECISIONS_SHOWN: usize = 10;
 /// What the page may load: itself and its JSON, nothing else.
@@ -42,6 +48,8 @@ pub struct Live {
     started: Instant,
     ring: Arc<Mutex<history::Ring>>,
     workers: workers::Workers,
+    /// Milliseconds after `started` of the last `/status.json` read, plus one (0: never).
+    viewed: Arc<AtomicU64>,
 }
 
 impl Default for Live {
@@ -50,6 +58,7 @@ impl Default for Live {
             started: Instant::now(),
             ring: Arc::default(),
             workers: workers::Workers::default(),
+            viewed: Arc::default(),
         }
     }
 }
@@ -67,7 +76,13 @@ pub async fn run(state: AdminState) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(reading);
-        state.live.workers.scrape(&state.pools).await;
+        let since = state.live.started.elapsed().as_millis() as u64;
+        let viewed = state.live.viewed.load(Ordering::Relaxed);
+        let watched = viewed > 0 && since.saturating_sub(viewed) < WATCHED.as_millis() as u64;
+        if let (true, Some(scaler)) = (watched, &state.scaler) {
+            let scaled: Vec<String> = scaler.journal().into_keys().collect();
+            state.live.workers.scrape(&state.pools, &scaled).await;
+        }
     }
 }
 
@@ -117,6 +132,8 @@ pub async fn page() -> impl IntoResponse {
 
 /// `GET /status.json`.
 pub async fn json(State(state): State<AdminState>) -> impl IntoResponse {
+    let now = state.live.started.elapsed().as_millis() as u64 + 1;
+    state.live.viewed.store(now, Ordering::Relaxed);
     (
         [(header::CACHE_CONTROL, "no-store")],
         Json(snapshot(&state)),

@@ -1,6 +1,7 @@
 //! The workers' own numbers for the status page: each pool member's `/metrics`, scraped off the request path.
 //!
-//! Every sample the control runtime scrapes at most [`MAX_WORKERS`] members
+//! Every sample (while the page is watched) the control runtime scrapes at
+//! most [`MAX_WORKERS`] members of the scaled pools
 //! concurrently, each given [`SCRAPE_TIMEOUT`]; a member whose `/metrics`
 //! has no worker metrics (not a `gantry worker`) is not listed. The page
 //! reads the last results, never waits for a scrape.
@@ -52,10 +53,11 @@ impl Workers {
         v
     }
 
-    /// Scrapes every member of `pools` (up to [`MAX_WORKERS`]) once.
-    pub async fn scrape(&self, pools: &Pools) {
+    /// Scrapes every member of the pools named in `scaled` (up to [`MAX_WORKERS`]) once.
+    pub async fn scrape(&self, pools: &Pools, scaled: &[String]) {
         let members: Vec<(String, SocketAddr)> = pools
             .iter()
+            .filter(|p| scaled.iter().any(|s| **s == *p.name))
             .flat_map(|p| {
                 p.backends()
                     .iter()
