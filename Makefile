@@ -149,3 +149,46 @@ fuzz: fuzz-build
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (see fuzz/artifacts/)"; exit 1; fi
+
+# --- Status page: the picture in the README ---
+.PHONY: screenshot
+
+# A few minutes of traffic through `gantry up` (SCREENSHOT_MINUTES, default 3), then
+# headless chromium saves docs/status.png (laptop, light) and, to look at,
+# target/screenshots/{laptop-dark,phone-light,phone-dark}.png.
+screenshot: deps-test onnxruntime
+	$(CARGO) build --bins
+	$(CARGO) test --test it status_page::screenshot -- --ignored --nocapture
+
+# --- The compose stack without a registry: docker-compose.yml + docker-compose.local.yml ---
+.PHONY: up down compose-images test-compose
+
+COMPOSE := docker/compose/compose.sh -f docker-compose.yml -f docker-compose.local.yml
+
+# Redis and Prometheus FROM scratch out of this machine's Debian binaries.
+compose-images: deps-test
+	docker/compose/build-images.sh
+
+# gantry on 127.0.0.1:8080 (admin and status page :9090), Prometheus on :9091. The admin
+# token comes from GANTRY_ADMIN_TOKEN, else from .env, which is written (0600) on first use.
+up: worker-image compose-images
+	@if [ -z "$$GANTRY_ADMIN_TOKEN" ] && ! grep -qs '^GANTRY_ADMIN_TOKEN=' .env; then \
+	  (umask 077; echo "GANTRY_ADMIN_TOKEN=$$(openssl rand -hex 32)" >> .env); \
+	  echo "Admin token written to .env (GANTRY_ADMIN_TOKEN)"; fi
+	$(COMPOSE) up -d
+	@echo "Status page: http://127.0.0.1:9090/   Prometheus: http://127.0.0.1:9091/"
+
+# Stops the stack and the worker containers its scaler started (deployment `compose`);
+# the cache volume stays (docker volume ls).
+down:
+	-$(COMPOSE) stop gantry
+	docker ps -aq --filter label=gantry.managed=true --filter label=gantry.deployment=compose | xargs -r docker rm -f
+	$(COMPOSE) down
+
+# The stack for real: up with the test worker image, traffic, checks, down (tests/it/compose.rs;
+# `make test` runs it too, about 40 s).
+test-compose: deps-test onnxruntime
+	$(CARGO) build --bins
+	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
+	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) GANTRY_TEST_DEPLOYMENT=$(TEST_DEPLOYMENT) \
+	  $(CARGO) test --test it compose:: -- --nocapture --test-threads=1

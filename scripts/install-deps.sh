@@ -3,21 +3,22 @@
 #
 # Usage: scripts/install-deps.sh run|test
 #   run   what building and running gantry needs (cmake for Pingora's zlib-ng, pkg-config)
-#   test  that, plus the services the tests start on loopback (redis, prometheus, nginx, wrk)
-#         and openssl (test certificates)
+#   test  that, plus the services the tests start on loopback (redis, prometheus, nginx, wrk),
+#         openssl (test certificates) and chromium (the status page's browser test)
 #
 # Packages come from the system package manager only. As root the missing ones are
 # installed; otherwise the exact command to run is printed and the script exits 1.
 set -euo pipefail
 
 run_pkgs=(cmake pkg-config libssl-dev python3-pip)
-test_pkgs=(redis-server prometheus wrk nginx-light openssl)
+test_pkgs=(redis-server prometheus wrk nginx-light openssl chromium)
 
 # Binaries that tell a package is present even when it was not installed by dpkg
 # (a toolchain from elsewhere, say). Package -> command.
 declare -A probe=(
   [cmake]=cmake [pkg-config]=pkg-config [redis-server]=redis-server
   [prometheus]=prometheus [wrk]=wrk [nginx-light]=nginx [openssl]=openssl
+  [chromium]=chromium
 )
 
 want=("${run_pkgs[@]}")

@@ -9,9 +9,11 @@
 //! ([`AddBackend`]); `DELETE /admin/pools/{pool}/backends/{addr}` (drain);
 //! `GET /admin/scaler` ([`ScalerJournal`]); `GET /admin/cache`;
 //! `POST /admin/cache/purge` ([`PurgeRequest`]); `GET /admin/targets`
-//! (Prometheus HTTP service discovery); `GET /metrics`, `GET /health`.
+//! (Prometheus HTTP service discovery); `GET /metrics`, `GET /health`;
+//! `GET /` (the status page) and `GET /status.json` ([`status::Status`]).
 
 pub mod client;
+pub mod status;
 pub mod token;
 
 use std::collections::BTreeMap;
@@ -181,9 +183,46 @@ pub struct PoolJournal {
 /// `GET /admin/scaler`: every scaled pool by name.
 pub type ScalerJournal = BTreeMap<String, PoolJournal>;
 
+/// The scaling policy a pool runs under, as the status page shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyView {
+    /// The file it was read from.
+    pub file: String,
+    /// Fewest replicas.
+    pub min: u32,
+    /// Most replicas.
+    pub max: u32,
+    /// Each metric with its rule, like `inflight_per_replica target 8`.
+    pub rules: Vec<String>,
+}
+
+/// The last read of the policy directory that found invalid files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RejectedEdit {
+    /// When it was read (Unix ms).
+    pub at_unix_ms: u64,
+    /// Each error, `file:line:column: field: message` (at most a few).
+    pub errors: Vec<String>,
+}
+
+/// The policies in force and whether the last edit was rejected.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Policies {
+    /// By pool.
+    pub in_force: BTreeMap<String, PolicyView>,
+    /// Set while the directory's last read found invalid files (their pools
+    /// keep the previous policy); cleared by a clean read.
+    pub rejected: Option<RejectedEdit>,
+}
+
 /// Where the admin server reads the scaler's journal from, when a scaler
 /// runs in the same process (the scaler implements it; the proxy holds it).
 pub trait ScalerView: Send + Sync + 'static {
     /// The journal now.
     fn journal(&self) -> ScalerJournal;
+
+    /// The policies in force and the last rejected edit.
+    fn policies(&self) -> Policies {
+        Policies::default()
+    }
 }

@@ -6,6 +6,7 @@
 //! metrics of the other parts (cache, worker, scaler) so names stay together.
 
 pub mod cache;
+pub mod exposition;
 pub mod names;
 pub mod scaler;
 pub mod system;
@@ -81,6 +82,18 @@ pub static BACKEND_INFLIGHT: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         "gantry_backend_inflight",
         "Requests in flight to each backend",
         &["pool", "backend"]
+    )
+    .expect("metric registers once")
+});
+
+/// How long each attempt held its backend: selection to the response's end
+/// (body included), or to the failure. Per backend, for the status page's p50/p99.
+pub static BACKEND_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "gantry_backend_duration_seconds",
+        "Time each attempt held its backend, from selection to the response's end, per backend",
+        &["pool", "backend"],
+        LATENCY_BUCKETS.to_vec()
     )
     .expect("metric registers once")
 });

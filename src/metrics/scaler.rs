@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
-    GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec,
+    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 /// Replica start buckets in seconds, from 50 ms to 2 min.
@@ -108,6 +108,36 @@ pub static START_FAILING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         "gantry_scaler_start_failures_in_a_row",
         "Failed replica starts since a replica last stayed ready, by pool",
         &["pool"]
+    )
+    .expect("metric registers once")
+});
+
+/// The policy's `max` per pool: alert rules compare `desired` with it.
+pub static MAX_REPLICAS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gantry_scaler_max_replicas",
+        "The policy's max replicas, by pool",
+        &["pool"]
+    )
+    .expect("metric registers once")
+});
+
+/// Each policy metric's target (target tracking) or scale-up threshold (threshold rule).
+pub static METRIC_TARGET: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        "gantry_scaler_metric_target",
+        "Policy metric targets (target tracking) or scale-up thresholds, by pool and metric",
+        &["pool", "metric"]
+    )
+    .expect("metric registers once")
+});
+
+/// Policy files that failed to load at the last read of the directory (their
+/// pools keep the previous policy).
+pub static POLICY_ERRORS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "gantry_scaler_policy_errors",
+        "Invalid policy files at the last read of the policy directory"
     )
     .expect("metric registers once")
 });

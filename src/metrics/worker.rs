@@ -34,17 +34,14 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// Items (URLs) scored; a batch request of n URLs counts n.
 pub static INFERENCES: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!(
-        "gantry_worker_inferences_total",
-        "Items scored by the model"
-    )
-    .expect("metric registers once")
+    register_int_counter!(super::names::WORKER_INFERENCES, "Items scored by the model")
+        .expect("metric registers once")
 });
 
 /// Model executions; inferences / executions is the mean batch size.
 pub static BATCH_EXECUTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
-        "gantry_worker_batch_executions_total",
+        super::names::WORKER_BATCH_EXECUTIONS,
         "Model executions (one per batch)"
     )
     .expect("metric registers once")
@@ -53,7 +50,7 @@ pub static BATCH_EXECUTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
 /// Time each item spent queued before its batch started.
 pub static QUEUE_WAIT: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
-        "gantry_worker_queue_wait_seconds",
+        super::names::WORKER_QUEUE_WAIT,
         "Time from enqueue to the start of the item's batch",
         FAST_BUCKETS.to_vec()
     )
@@ -63,7 +60,7 @@ pub static QUEUE_WAIT: LazyLock<Histogram> = LazyLock::new(|| {
 /// Time per batch spent extracting features and running the model.
 pub static COMPUTE: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
-        "gantry_worker_compute_seconds",
+        super::names::WORKER_COMPUTE,
         "Time per batch to extract features and run the model",
         FAST_BUCKETS.to_vec()
     )
@@ -92,9 +89,23 @@ pub static QUEUE_LENGTH: LazyLock<IntGauge> = LazyLock::new(|| {
 /// Verdicts given, by class (`phishing`, `legitimate`).
 pub static VERDICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
-        "gantry_worker_verdicts_total",
+        super::names::WORKER_VERDICTS,
         "Verdicts given, by class",
         &["verdict"]
     )
     .expect("metric registers once")
 });
+
+/// Registers every worker metric, at zero, so the first scrape (Prometheus,
+/// the status page) sees a worker that has not scored anything yet.
+pub fn register() {
+    LazyLock::force(&INFERENCES);
+    LazyLock::force(&BATCH_EXECUTIONS);
+    LazyLock::force(&QUEUE_WAIT);
+    LazyLock::force(&COMPUTE);
+    LazyLock::force(&BATCH_SIZE);
+    LazyLock::force(&QUEUE_LENGTH);
+    for verdict in ["phishing", "legitimate"] {
+        VERDICTS.with_label_values(&[verdict]);
+    }
+}

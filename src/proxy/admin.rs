@@ -9,8 +9,8 @@
 //! with `{"key": "pool:/path:hash"}`, `{"prefix": "pool:/path:"}` or
 //! `{"all": true}` purges every tier. Mutating calls always need
 //! `Authorization: Bearer <token>` (configured, or generated at start: see
-//! [`crate::admin::token`]); reads (`/metrics`, `/health`, the lists) are
-//! open. Errors are an [`ErrorBody`] with a code.
+//! [`crate::admin::token`]); reads (`/metrics`, `/health`, the lists, the
+//! status page `/` and `/status.json`: [`super::status`]) are open. Errors are an [`ErrorBody`] with a code.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +38,8 @@ pub struct AdminState {
     pub cache: Option<crate::cache::Cache>,
     /// The journal of a scaler running in this process, if one does.
     pub scaler: Option<Arc<dyn ScalerView>>,
+    /// The status page's charts and worker scrapes.
+    pub live: super::status::Live,
 }
 
 fn view(s: BackendStatus) -> BackendView {
@@ -52,6 +54,8 @@ fn view(s: BackendStatus) -> BackendView {
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(super::status::page))
+        .route("/status.json", get(super::status::json))
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(|| async { metrics::render() }))
         .route("/admin/pools", get(list_pools))

@@ -9,6 +9,7 @@
 //! - `respond` — answering a request ourselves (rejections, errors, cache hits);
 //! - `tasks` — background tasks with a shutdown signal, awaited on shutdown;
 //! - `admin` — the admin listener (metrics, health, backend API, cache purge);
+//! - `status` — the status page and `/status.json` on the admin listener;
 //! - `listener` — the traffic listener's connection cap and head deadline around Pingora.
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod listener;
 pub mod pool;
 pub mod respond;
 pub mod service;
+pub mod status;
 pub mod tasks;
 
 use std::sync::{Arc, Mutex};
@@ -117,6 +119,11 @@ impl BackgroundService for Control {
                 let every = Duration::from_secs(5);
                 Box::pin(until_shutdown(sd, SystemCollector::new().run(every)))
             }),
+        );
+        let state = self.state.clone();
+        tasks.spawn(
+            "status samples",
+            Box::new(|sd| Box::pin(until_shutdown(sd, status::run(state)))),
         );
         let extra = std::mem::take(&mut *self.extra.lock().unwrap_or_else(|e| e.into_inner()));
         for (name, t) in extra {
@@ -306,6 +313,7 @@ impl Proxy {
                 token: self.token.clone(),
                 cache: self.cache.clone(),
                 scaler: self.scaler.clone(),
+                live: status::Live::default(),
             },
             extra: Mutex::new(self.extra),
             drain,

@@ -48,6 +48,8 @@ pub struct Backend {
 struct BackendMetrics {
     inflight: prometheus::IntGauge,
     ok: prometheus::IntCounter,
+    /// `gantry_backend_duration_seconds`: how long each lease on it lasted.
+    duration: prometheus::Histogram,
     pool: Arc<str>,
 }
 
@@ -136,6 +138,19 @@ struct Record {
     times_ejected: u32,
     check_passes: u32,
     check_failures: u32,
+    /// When the last active check ended, and whether it passed.
+    last_check: Option<(Instant, bool)>,
+}
+
+/// What the status page shows of a backend beyond its [`BackendStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendDetail {
+    /// Time left of its ejection, while ejected.
+    pub ejected_for: Option<Duration>,
+    /// When its last active check ended, and whether it passed.
+    pub last_check: Option<(Instant, bool)>,
+    /// Never up yet: added and waiting for its first passing check.
+    pub starting: bool,
 }
 
 /// How one attempt on a backend ended (the `outcome` label of
@@ -216,6 +231,7 @@ impl Backend {
         self.metrics = Some(BackendMetrics {
             inflight: metrics::BACKEND_INFLIGHT.with_label_values(&[&**pool, &addr]),
             ok: metrics::UPSTREAM_REQUESTS.with_label_values(&[&**pool, &addr, "ok"]),
+            duration: metrics::BACKEND_DURATION.with_label_values(&[&**pool, &addr]),
             pool: pool.clone(),
         });
         self
@@ -275,6 +291,7 @@ impl Backend {
     /// Records an active check; returns the new health when it flipped.
     pub fn record_check(&self, passed: bool, rise: u32, fall: u32) -> Option<bool> {
         let mut s = self.state();
+        s.last_check = Some((Instant::now(), passed));
         if passed {
             s.check_failures = 0;
             s.check_passes += 1;
@@ -329,6 +346,16 @@ impl Backend {
         d
     }
 
+    /// Ejection time left, last check, and whether it has ever been up.
+    pub fn detail(&self, now: Instant) -> BackendDetail {
+        let s = self.state();
+        BackendDetail {
+            ejected_for: s.ejected_until.and_then(|t| t.checked_duration_since(now)),
+            last_check: s.last_check,
+            starting: !self.ever_up.load(Ordering::Relaxed),
+        }
+    }
+
     /// Snapshot for reports.
     pub fn status(&self, now: Instant) -> BackendStatus {
         BackendStatus {
@@ -345,6 +372,8 @@ impl Backend {
 pub struct Lease {
     /// The leased backend.
     pub backend: Arc<Backend>,
+    /// When it was selected: the lease's length is the backend's time on the attempt.
+    since: Instant,
 }
 
 impl Lease {
@@ -353,7 +382,10 @@ impl Lease {
         if let Some(m) = &backend.metrics {
             m.inflight.inc();
         }
-        Lease { backend }
+        Lease {
+            backend,
+            since: Instant::now(),
+        }
     }
 }
 
@@ -362,6 +394,7 @@ impl Drop for Lease {
         self.backend.inflight.fetch_sub(1, Ordering::Relaxed);
         if let Some(m) = &self.backend.metrics {
             m.inflight.dec();
+            m.duration.observe(self.since.elapsed().as_secs_f64());
         }
     }
 }
@@ -514,6 +547,7 @@ impl Pool {
                 let labels = [&*self.name, &b.addr.to_string()[..]];
                 let _ = metrics::BACKEND_UP.remove_label_values(&labels);
                 let _ = metrics::BACKEND_INFLIGHT.remove_label_values(&labels);
+                let _ = metrics::BACKEND_DURATION.remove_label_values(&labels);
             }
             keep
         });
@@ -555,6 +589,14 @@ impl Pool {
             self.backends.load().iter().map(|b| b.status(now)).collect();
         let d = self.draining.lock().unwrap_or_else(|e| e.into_inner());
         v.extend(d.iter().map(|(b, _)| b.status(now)));
+        v
+    }
+
+    /// Members, then removed backends still draining.
+    pub fn all_backends(&self) -> Vec<Arc<Backend>> {
+        let mut v: Vec<Arc<Backend>> = self.backends.load().iter().cloned().collect();
+        let d = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        v.extend(d.iter().map(|(b, _)| b.clone()));
         v
     }
 

@@ -41,7 +41,7 @@ use super::control::{drained, Member, PoolControl};
 use super::decide::{decide, Decision, Direction, Fleet, History, Observation};
 use super::journal;
 use super::observe::{MetricsSource, Window};
-use super::policy::Policy;
+use super::policy::{Policy, Rule};
 use super::runtime::{Death, Replica, ReplicaSpec, Runtime, RuntimeError};
 use super::Clock;
 use crate::admin::BackendState;
@@ -753,9 +753,19 @@ impl Autoscaler {
         m::PANIC
             .with_label_values(&[&self.pool])
             .set(i64::from(d.panic_until.is_some()));
+        m::MAX_REPLICAS
+            .with_label_values(&[&self.pool])
+            .set(p.max.into());
         let mut inputs = String::new();
         for (rule, v) in p.metrics.iter().zip(&obs.stable) {
             let name = rule.kind.as_str();
+            let target = match rule.rule {
+                Rule::Target { target, .. } => target,
+                Rule::Threshold { up_above, .. } => up_above,
+            };
+            m::METRIC_TARGET
+                .with_label_values(&[self.pool.as_str(), name])
+                .set(target);
             if let Some(v) = v {
                 m::METRIC_VALUE
                     .with_label_values(&[self.pool.as_str(), name])

@@ -10,10 +10,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::admin::{Decision, PoolJournal, ScalerJournal, ScalerView, Starts};
+use crate::admin::{Decision, Policies, PoolJournal, ScalerJournal, ScalerView, Starts};
 
 /// Decisions kept per pool.
 pub const KEEP: usize = 20;
+
+/// Policy errors kept from one read of the directory: enough to point at the file.
+pub const KEEP_ERRORS: usize = 10;
 
 #[derive(Debug, Default)]
 struct Kept {
@@ -25,6 +28,7 @@ struct Kept {
 #[derive(Debug, Clone, Default)]
 pub struct Journal {
     pools: Arc<Mutex<BTreeMap<String, Kept>>>,
+    policies: Arc<Mutex<Policies>>,
 }
 
 impl Journal {
@@ -40,6 +44,21 @@ impl Journal {
     /// Records how `pool`'s starts are going.
     pub fn set_starts(&self, pool: &str, starts: Starts) {
         self.lock().entry(pool.to_string()).or_default().starts = starts;
+    }
+
+    /// Records the policy `pool` now runs under.
+    pub fn set_policy(&self, pool: &str, view: crate::admin::PolicyView) {
+        let mut p = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        p.in_force.insert(pool.to_string(), view);
+    }
+
+    /// Records a read of the policy directory: its errors (none clears the last rejection).
+    pub fn set_policy_errors(&self, at_unix_ms: u64, errors: &[String]) {
+        let mut p = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        p.rejected = (!errors.is_empty()).then(|| crate::admin::RejectedEdit {
+            at_unix_ms,
+            errors: errors.iter().take(KEEP_ERRORS).cloned().collect(),
+        });
     }
 
     /// Records a decision.
@@ -75,9 +94,42 @@ impl Journal {
     }
 }
 
+/// How the status page shows `p`: its bounds and each rule in one phrase.
+pub fn policy_view(p: &super::policy::Policy) -> crate::admin::PolicyView {
+    use super::policy::Rule;
+    let rules = p
+        .metrics
+        .iter()
+        .map(|m| {
+            let name = m.kind.as_str();
+            match m.rule {
+                Rule::Target { target, .. } => format!("{name} target {target}"),
+                Rule::Threshold {
+                    up_above,
+                    down_below,
+                    step,
+                } => format!("{name} +{step} above {up_above}, -{step} below {down_below}"),
+            }
+        })
+        .collect();
+    crate::admin::PolicyView {
+        file: p.file.display().to_string(),
+        min: p.min,
+        max: p.max,
+        rules,
+    }
+}
+
 impl ScalerView for Journal {
     fn journal(&self) -> ScalerJournal {
         self.snapshot()
+    }
+
+    fn policies(&self) -> Policies {
+        self.policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

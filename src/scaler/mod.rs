@@ -10,7 +10,7 @@
 //! - [`journal`] — the last decisions and start failures, for the admin API and `gantry status`;
 //! - [`status`] — what `gantry status` prints;
 //! - [`config`] — the `scaler:` section of `gantry.yaml`;
-//! - [`exposition`] — reading `/metrics` text of remote sources.
+//! - [`exposition`] — reading `/metrics` text of remote sources (in `metrics`, shared with the status page);
 //!
 //! **Architecture invariant:** the scaler is never on the request path; the
 //! proxy only reads a hold flag the scaler sets, and waits for its pool.
@@ -20,7 +20,7 @@ pub mod autoscaler;
 pub mod config;
 pub mod control;
 pub mod decide;
-pub mod exposition;
+pub use crate::metrics::exposition;
 pub mod journal;
 pub mod observe;
 pub mod policy;
@@ -131,10 +131,15 @@ impl Scaler {
         }
         let outcome = if errors.is_empty() { "ok" } else { "error" };
         m::POLICY_RELOADS.with_label_values(&[outcome]).inc();
+        m::POLICY_ERRORS.set(errors.len() as i64);
+        let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let journal = &self.parts.journal;
+        journal.set_policy_errors(self.parts.clock.unix_secs() * 1000, &texts);
         for (pool, p) in policies {
             if let Some(tx) = senders.get(&pool) {
                 if **tx.borrow() != p {
                     tracing::info!(pool = %pool, file = %p.file.display(), "Policy changed");
+                    journal.set_policy(&pool, journal::policy_view(&p));
                     tx.send_replace(Arc::new(p));
                 }
                 continue;
@@ -150,6 +155,7 @@ impl Scaler {
                     tracing::warn!(pool = %pool, error = %e, "Proxy not reachable yet; the pool's loop will retry")
                 }
             }
+            journal.set_policy(&pool, journal::policy_view(&p));
             let (tx, rx) = watch::channel(Arc::new(p));
             loops.spawn(Autoscaler::new(self.parts.clone(), rx, shutdown.clone()).run());
             senders.insert(pool, tx);

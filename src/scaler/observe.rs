@@ -173,24 +173,7 @@ impl Delta {
     }
 }
 
-/// `histogram_quantile`: linear interpolation within cumulative buckets.
-pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let i = buckets.iter().position(|b| b.1 >= rank)?;
-    let (lower, below) = if i == 0 { (0.0, 0.0) } else { buckets[i - 1] };
-    let (upper, count) = buckets[i];
-    if upper.is_infinite() {
-        return Some(lower);
-    }
-    if count <= below {
-        return Some(upper);
-    }
-    Some(lower + (upper - lower) * (rank - below) / (count - below))
-}
+pub use crate::metrics::exposition::quantile;
 
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     let (sum, n) = values.fold((0.0, 0u32), |(s, n), v| (s + v, n + 1));

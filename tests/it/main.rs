@@ -3,8 +3,10 @@
 
 mod support;
 
+mod alerts;
 mod cache_disk;
 mod cache_redis;
+mod compose;
 mod faults;
 mod first_run;
 mod http_cache;
@@ -18,6 +20,7 @@ mod scaler_docker;
 mod scaler_docker_runtime;
 mod scaler_local;
 mod scaler_policies;
+mod status_page;
 mod tidy;
 mod worker_batching;
 mod worker_cli;

@@ -1,7 +1,8 @@
 //! Reading the Prometheus text format: the proxy's and the workers' `/metrics`.
 //!
-//! Only what the scaler needs: `name{labels} value` lines; comments, types
-//! and timestamps are skipped. A line that does not parse is ignored.
+//! Only what the scaler and the status page need: `name{labels} value` lines;
+//! comments, types and timestamps are skipped. A line that does not parse is
+//! ignored. [`quantile`] is `histogram_quantile` over cumulative buckets.
 
 use std::collections::BTreeMap;
 
@@ -98,6 +99,25 @@ pub fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> Option<f64>
         }
     }
     found
+}
+
+/// `histogram_quantile`: linear interpolation within cumulative buckets.
+pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let i = buckets.iter().position(|b| b.1 >= rank)?;
+    let (lower, below) = if i == 0 { (0.0, 0.0) } else { buckets[i - 1] };
+    let (upper, count) = buckets[i];
+    if upper.is_infinite() {
+        return Some(lower);
+    }
+    if count <= below {
+        return Some(upper);
+    }
+    Some(lower + (upper - lower) * (rank - below) / (count - below))
 }
 
 #[cfg(test)]
