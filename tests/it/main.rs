@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bench;
 mod cache_redis;
 mod faults;
 mod first_run;
