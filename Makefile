@@ -142,3 +142,14 @@ fuzz: fuzz-build
 	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 || failed="$$failed $$t"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (see fuzz/artifacts/)"; exit 1; fi
+
+# --- gantry bench: the load generator beside the peers ---
+.PHONY: bench-compare
+
+# gantry vs nginx vs HAProxy vs direct, measured by `gantry bench` in one run: analysis
+# traffic (Zipf over 100k bodies, two release workers), pass-through overhead, and the
+# seed's targets with --slo against `gantry up`. COMPARE_SECONDS per run (default 60).
+COMPARE_SECONDS ?= 60
+bench-compare: release onnxruntime
+	@scripts/install-deps.sh bench
+	bench/compare.sh $(COMPARE_SECONDS)
