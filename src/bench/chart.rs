@@ -259,7 +259,15 @@ fn axes(o: &mut String, sc: &Scale, unit: &str) {
         TOP - 12.0,
         esc(unit)
     );
-    let step = nice(sc.x_max / 8.0);
+    // Whole seconds, then whole minutes and hours: about eight labels.
+    const STEPS: [f64; 14] = [
+        1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+    ];
+    let step = STEPS
+        .iter()
+        .copied()
+        .find(|s| *s >= sc.x_max / 8.0)
+        .unwrap_or_else(|| nice(sc.x_max / 8.0));
     let mut t = 0.0;
     while t <= sc.x_max + 1e-9 {
         let x = sc.x(t);
