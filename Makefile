@@ -192,3 +192,14 @@ test-compose: deps-test onnxruntime
 	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
 	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) GANTRY_TEST_DEPLOYMENT=$(TEST_DEPLOYMENT) \
 	  $(CARGO) test --test it compose:: -- --nocapture --test-threads=1
+
+# --- gantry bench: the load generator beside the peers ---
+.PHONY: bench-compare
+
+# gantry vs nginx vs HAProxy vs direct, measured by `gantry bench` in one run: analysis
+# traffic (Zipf over 100k bodies, two release workers), pass-through overhead, and the
+# seed's targets with --slo against `gantry up`. COMPARE_SECONDS per run (default 60).
+COMPARE_SECONDS ?= 60
+bench-compare: release onnxruntime
+	@scripts/install-deps.sh bench
+	bench/compare.sh $(COMPARE_SECONDS)

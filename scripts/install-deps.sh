@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the system packages that `make run` and `make test` need, when missing.
 #
-# Usage: scripts/install-deps.sh run|test
+# Usage: scripts/install-deps.sh run|test|bench
 #   run   what building and running gantry needs (cmake for Pingora's zlib-ng, pkg-config)
 #   test  that, plus the services the tests start on loopback (redis, prometheus, nginx, wrk),
 #         openssl (test certificates) and chromium (the status page's browser test)
+#   bench what `make bench-compare` runs beside gantry: nginx, HAProxy, wrk
 #
 # Packages come from the system package manager only. As root the missing ones are
 # installed; otherwise the exact command to run is printed and the script exits 1.
@@ -12,6 +13,7 @@ set -euo pipefail
 
 run_pkgs=(cmake pkg-config libssl-dev python3-pip)
 test_pkgs=(redis-server prometheus wrk nginx-light openssl chromium)
+bench_pkgs=(nginx-light haproxy wrk curl)
 
 # Binaries that tell a package is present even when it was not installed by dpkg
 # (a toolchain from elsewhere, say). Package -> command.
@@ -19,13 +21,15 @@ declare -A probe=(
   [cmake]=cmake [pkg-config]=pkg-config [redis-server]=redis-server
   [prometheus]=prometheus [wrk]=wrk [nginx-light]=nginx [openssl]=openssl
   [chromium]=chromium
+  [haproxy]=haproxy [curl]=curl
 )
 
 want=("${run_pkgs[@]}")
 case "${1:-run}" in
   run) ;;
   test) want+=("${test_pkgs[@]}") ;;
-  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+  bench) want+=("${bench_pkgs[@]}") ;;
+  *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac
 
 present() {

@@ -3,6 +3,7 @@
 //! Data path: request -> [`proxy`] (route, balance, retry) -> [`cache`] -> backend.
 //! Control path: [`metrics`] -> [`scaler`] (policy -> decision) -> runtime.
 //!
+//! - [`bench`] — `gantry bench`: load generator, scenarios, SLO checks, JSON and HTML reports;
 //! - [`admin`] — the admin API's wire types and its client (the proxy serves it; the scaler and CLI call it);
 //! - [`client`] — a small HTTP/1 client for the control path;
 //! - [`conn`] — client connection limits every listener shares: cap, head/body/idle timeouts;
@@ -16,6 +17,7 @@
 //! - [`yaml`] — YAML reading with file:line:column + field path for every error (a leaf).
 
 pub mod admin;
+pub mod bench;
 pub mod cache;
 pub mod client;
 pub mod config;

@@ -81,6 +81,8 @@ enum Command {
     },
     /// Run an inference worker (ONNX Runtime, dynamic batching), or tune one.
     Worker(Box<gantry::worker::WorkerArgs>),
+    /// Load-test a target: load, stress, spike, volume, soak or a scenario file; SLO exit codes.
+    Bench(Box<gantry::bench::args::BenchArgs>),
     /// Response cache tools.
     Cache {
         #[command(subcommand)]
@@ -268,6 +270,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Worker(args) => gantry::worker::run(*args)?,
+        Command::Bench(args) => return Ok(ExitCode::from(gantry::bench::args::main(*args))),
     }
     Ok(ExitCode::SUCCESS)
 }

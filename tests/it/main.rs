@@ -4,6 +4,7 @@
 mod support;
 
 mod alerts;
+mod bench;
 mod cache_disk;
 mod cache_redis;
 mod compose;
