@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::docker::{names, real_worker_image, test_deployment, ONE_AT_A_TIME};
-use crate::support::{client, free_port, root, sh, until};
+use crate::support::{assert_alert_rules_loaded, client, free_port, root, sh, until};
 
 /// Every check's bound: the workers load the model, Prometheus scrapes every 5 s.
 const WAIT: Duration = Duration::from_secs(120);
@@ -288,26 +288,7 @@ async fn compose_stack_serves_caches_scrapes_and_leaves_nothing_behind() {
         },
     )
     .await;
-    let rules: serde_json::Value = c
-        .get(format!("{}/api/v1/rules", stack.prometheus))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let loaded: Vec<&serde_json::Value> = rules["data"]["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|g| g["rules"].as_array().unwrap())
-        .collect();
-    let in_file = std::fs::read_to_string(root().join("dashboards/alerts.yml"))
-        .unwrap()
-        .matches("- alert:")
-        .count();
-    assert_eq!(loaded.len(), in_file, "{rules}");
-    assert!(loaded.iter().all(|r| r["health"] == "ok"), "{rules}");
+    assert_alert_rules_loaded(&stack.prometheus).await;
 
     // Down: no container, network or volume of the stack is left.
     drop(down);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::backend::{backends_yaml, Backend, Behaviour};
 use crate::support::load::load;
-use crate::support::{client, free_port, Gantry};
+use crate::support::{assert_alert_rules_loaded, client, free_port, Gantry};
 
 struct Prometheus(Child, String);
 
@@ -117,26 +117,7 @@ async fn every_dashboard_query_returns_data_and_rules_load() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_every_query_has_data(&prom.1, &["gantry-proxy.json"]).await;
-    let rules: serde_json::Value = client()
-        .get(format!("{}/api/v1/rules", prom.1))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let loaded: Vec<&serde_json::Value> = rules["data"]["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|g| g["rules"].as_array().unwrap())
-        .collect();
-    let in_file = std::fs::read_to_string("dashboards/alerts.yml")
-        .unwrap()
-        .matches("- alert:")
-        .count();
-    assert_eq!(loaded.len(), in_file, "{rules}");
-    assert!(loaded.iter().all(|r| r["health"] == "ok"), "{rules}");
+    assert_alert_rules_loaded(&prom.1).await;
 }
 
 async fn assert_every_query_has_data(prom: &str, dashboards: &[&str]) {

@@ -116,7 +116,6 @@ async fn stack_with(policy: &str) -> Gantry {
 
 /// Posts `n` analyses of `distinct` URLs, each URL more than once (so some are cache hits).
 async fn traffic(up: &Gantry, n: usize, distinct: usize) {
-    let c = client();
     for i in 0..n {
         let url = if i % 3 == 0 {
             format!(
@@ -126,14 +125,19 @@ async fn traffic(up: &Gantry, n: usize, distinct: usize) {
         } else {
             format!("https://www.wikipedia.org/wiki/Page_{}", i % distinct)
         };
-        let r = c
-            .post(format!("{}/v1/analyze", up.url))
-            .json(&serde_json::json!({ "url": url }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        analyze(up, &url).await;
     }
+}
+
+/// Posts one analysis of `url`; it must be answered.
+async fn analyze(up: &Gantry, url: &str) {
+    let r = client()
+        .post(format!("{}/v1/analyze", up.url))
+        .json(&serde_json::json!({ "url": url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
 
 async fn status(up: &Gantry) -> serde_json::Value {
@@ -298,13 +302,7 @@ async fn screenshot() {
             } else {
                 format!("https://www.wikipedia.org/wiki/Page_{}", i % 25)
             };
-            let r = client()
-                .post(format!("{}/v1/analyze", up.url))
-                .json(&serde_json::json!({ "url": url }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
+            analyze(&up, &url).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

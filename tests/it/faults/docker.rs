@@ -15,7 +15,8 @@ use tokio::task::JoinSet;
 
 use super::{Row, BODY, CLIENTS, UNDER_FAULT};
 use crate::support::docker::{
-    containers, names, test_deployment, test_peer_deployment, worker_image, ONE_AT_A_TIME,
+    containers, deployment_containers, names, test_deployment, test_peer_deployment, worker_image,
+    ONE_AT_A_TIME,
 };
 use crate::support::load::Load;
 use crate::support::{sh, Gantry};
@@ -273,13 +274,13 @@ pub async fn a_second_deployment() -> Row {
         .until(
             "the second deployment's extra container gone",
             Duration::from_secs(30),
-            || async { labelled(&pool, &peer).len() == 1 },
+            || async { deployment_containers(&pool, &peer).len() == 1 },
         )
         .await;
     load.more(UNDER_FAULT).await;
     second.terminate();
     let mut row = Row::new("second deployment, same pool name", load.stop().await, None);
-    let mine = labelled(&pool, &test_deployment());
+    let mine = deployment_containers(&pool, &test_deployment());
     let members: Vec<String> = first
         .members(&pool)
         .await
@@ -292,20 +293,4 @@ pub async fn a_second_deployment() -> Row {
         ));
     }
     row
-}
-
-/// Ids of `pool`'s containers in `deployment`.
-fn labelled(pool: &str, deployment: &str) -> Vec<String> {
-    let out = docker(&[
-        "ps",
-        "-aq",
-        "--no-trunc",
-        "--filter",
-        &format!("label=gantry.pool={pool}"),
-        "--filter",
-        &format!("label=gantry.deployment={deployment}"),
-    ]);
-    let mut ids: Vec<String> = out.lines().map(String::from).collect();
-    ids.sort();
-    ids
 }

@@ -125,14 +125,24 @@ impl Drop for ImageCleanup {
 
 /// Ids of the containers labelled with `pool`, running or not.
 pub fn containers(pool: &str) -> Vec<String> {
-    let out = sh(&mut docker(&[
-        "ps",
-        "-aq",
-        "--no-trunc",
-        "--filter",
-        &format!("label=gantry.pool={pool}"),
-    ]));
-    let mut ids: Vec<String> = out.lines().map(String::from).collect();
+    ps(&[format!("label=gantry.pool={pool}")])
+}
+
+/// Ids of `pool`'s containers in `deployment`, running or not.
+pub fn deployment_containers(pool: &str, deployment: &str) -> Vec<String> {
+    ps(&[
+        format!("label=gantry.pool={pool}"),
+        format!("label=gantry.deployment={deployment}"),
+    ])
+}
+
+/// Sorted full ids of the containers matching every filter.
+fn ps(filters: &[String]) -> Vec<String> {
+    let mut cmd = docker(&["ps", "-aq", "--no-trunc"]);
+    for f in filters {
+        cmd.args(["--filter", f]);
+    }
+    let mut ids: Vec<String> = sh(&mut cmd).lines().map(String::from).collect();
     ids.sort();
     ids
 }

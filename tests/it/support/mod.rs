@@ -208,3 +208,27 @@ pub fn metric(text: &str, prefix: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Asserts the Prometheus at `prom` loaded every alert of `dashboards/alerts.yml`, all healthy.
+pub async fn assert_alert_rules_loaded(prom: &str) {
+    let rules: serde_json::Value = client()
+        .get(format!("{prom}/api/v1/rules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let loaded: Vec<&serde_json::Value> = rules["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    let in_file = std::fs::read_to_string(root().join("dashboards/alerts.yml"))
+        .unwrap()
+        .matches("- alert:")
+        .count();
+    assert_eq!(loaded.len(), in_file, "{rules}");
+    assert!(loaded.iter().all(|r| r["health"] == "ok"), "{rules}");
+}
