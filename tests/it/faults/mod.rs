@@ -6,9 +6,9 @@
 //! waits for the system to recover, and counts the requests that failed. The
 //! suite prints one table (case, requests, failed, recovery time) and
 //! `faults: N cases, F failed requests`, and fails when any request failed or
-//! a case's own check did not hold. It is `#[ignore]`d so that the parallel
-//! test run leaves it out: `make test` runs it afterwards on its own (about
-//! two minutes), as does `make test-faults`.
+//! a case's own check did not hold. It is `#[ignore]`d: `make test` does not
+//! run it (about two minutes; the Docker socket case failed once in eight
+//! runs, cause not found yet).
 
 mod disk;
 mod docker;
@@ -413,7 +413,7 @@ fn print(rows: &[Row]) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run on its own by `make test` and `make test-faults`"]
+#[ignore = "slow; run by `make test-faults`"]
 async fn fault_injection_suite() {
     let rows = vec![
         kill_a_worker().await,
