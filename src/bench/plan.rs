@@ -55,6 +55,15 @@ pub struct Stage {
 }
 
 impl Stage {
+    /// The planned rate or users, `from{arrow}to` when the stage ramps.
+    pub fn planned(&self, arrow: &str) -> String {
+        if self.from == self.to {
+            format!("{:.0}", self.to)
+        } else {
+            format!("{:.0}{arrow}{:.0}", self.from, self.to)
+        }
+    }
+
     /// A steady stage.
     pub fn steady(label: &str, duration: Duration, value: f64) -> Stage {
         Stage::ramp(label, duration, value, value)

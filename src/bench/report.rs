@@ -375,11 +375,7 @@ impl Report {
         );
         for st in &self.stages {
             let g = &st.stage;
-            let planned = if g.from == g.to {
-                format!("{:.0}", g.to)
-            } else {
-                format!("{:.0}->{:.0}", g.from, g.to)
-            };
+            let planned = g.planned("->");
             let batch = g.batch.map_or("-".to_string(), |b| b.to_string());
             let _ = writeln!(
                 s,

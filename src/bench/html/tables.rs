@@ -66,11 +66,7 @@ fn stage_table(o: &mut String, r: &Report) {
     let _ = write!(o, "<section class=\"panel\"><h2>Stages</h2><table class=\"wide\"><tr><th>stage</th><th>{}</th><th>batch</th><th>requests</th><th>req/s</th><th>p50 ms</th><th>p99 ms</th><th>errors</th><th>cache hits</th></tr>", r.model.unit());
     for s in &r.stages {
         let g = &s.stage;
-        let planned = if g.from == g.to {
-            format!("{:.0}", g.to)
-        } else {
-            format!("{:.0} → {:.0}", g.from, g.to)
-        };
+        let planned = g.planned(" → ");
         let hit = s
             .counts
             .cache_hit_percent
