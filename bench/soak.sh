@@ -10,7 +10,7 @@
 # the rounds of a shorter run.
 #
 #   bench/soak.sh [DURATION]      (30m default; s, m or h; at least 4m)
-#   CONNS=16 (connections), WARM=N (warm-up rounds), KEEP=1 keeps the work directory.
+#   CONNS=16 (connections before pacing), WARM=N (warm-up rounds), KEEP=1 keeps the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-30m}
@@ -98,8 +98,12 @@ l1_mib() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^gantry_cache_
 SOAK_DELAY_MS=0 wrk -t1 -c64 -d15s --latency -s "$work/soak.lua" "$URL" > "$work/capacity.txt"
 CAPACITY=$(rps "$work/capacity.txt")
 # Each connection sends one request, then pauses: rate ~ CONNS / (pause + latency).
-DELAY=$(python3 -c "print(max(0, round($CONNS * 1000 / ($CAPACITY / 2) - 0.5)))")
+# wrk pauses in whole milliseconds, so at least 1 ms; a 10 s probe at that
+# pause then scales the connection count to land at half of capacity.
+DELAY=$(python3 -c "print(max(1, round($CONNS * 1000 / ($CAPACITY / 2) - 0.5)))")
 export SOAK_DELAY_MS=$DELAY
+wrk -t1 -c"$CONNS" -d10s -s "$work/soak.lua" "$URL" > "$work/pace.txt"
+CONNS=$(python3 -c "print(min(1000, max(1, round($CONNS * ($CAPACITY / 2) / $(rps "$work/pace.txt")))))")
 echo "## Soak: $ROUNDS one-minute rounds, $CONNS connections pausing ${DELAY} ms (capacity $CAPACITY req/s, aiming at half)"
 echo "Command: bench/soak.sh $DURATION; $(nproc) cores, loopback; $(date -u +%Y-%m-%d)"
 echo
