@@ -2,11 +2,12 @@
 # Response cache: hit ratios under a Zipf load (in process, against a real Redis), then
 # L1-hit throughput through gantry vs nginx proxy_cache hits, in the same run.
 # Usage: bench/cache.sh [duration] [connections] [requests]   (loopback only; bounded)
-# KEEP=1 keeps the work directory (configs, logs, wrk output) for a look afterwards.
+# KEEP=1 keeps the work directory (configs, logs, wrk output) for a look afterwards;
+# PROFILE=1 adds a perf profile of gantry's L1-hit run; HITS_ONLY=1 skips the hit ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
-CONNS=${2:-32}
+CONNS=${2:-64}
 REQUESTS=${3:-1000000}
 GANTRY=./target/release/gantry
 BENCH=./target/release/cache-bench
@@ -22,6 +23,7 @@ trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
+if [ -z "${HITS_ONLY:-}" ]; then
 echo "## Hit ratio: $REQUESTS requests, Zipf(1.0) over 100k bodies, L1 = 10k entries"
 REDIS_PORT=$(port)
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$work" >/dev/null & pids+=($!)
@@ -29,8 +31,9 @@ wait_port "$REDIS_PORT"
 mkdir -p "$work/l3"
 "$BENCH" --requests "$REQUESTS" --redis "redis://127.0.0.1:$REDIS_PORT" --dir "$work/l3"
 echo
+fi
 
-echo "## L1-hit throughput: wrk -t2 -c$CONNS -d$DURATION, one POST body, every request a hit"
+echo "## L1-hit throughput: wrk -t1 -c$CONNS -d$DURATION, one POST body, every request a hit; one proxy thread / nginx worker"
 ORIGIN_PORT=$(port); NGINX_PORT=$(port); PROXY_PORT=$(port); ADMIN_PORT=$(port)
 BODY='{"url":"http://paypal.com.secure-login.example.ru/","mode":"full"}'
 cat > "$work/origin.conf" <<NGX
@@ -47,7 +50,7 @@ http {
 }
 NGX
 cat > "$work/cache.conf" <<NGX
-worker_processes 2;
+worker_processes 1;
 pid $work/cache.pid;
 error_log $work/cache.log;
 events { worker_connections 1024; }
@@ -76,7 +79,7 @@ NGX
 cat > "$work/gantry.yaml" <<YAML
 listen: 127.0.0.1:$PROXY_PORT
 admin: {listen: 127.0.0.1:$ADMIN_PORT}
-threads: 2
+threads: 1
 pools:
   analysis:
     policy: round_robin
@@ -86,7 +89,7 @@ routes:
 cache:
   disk: {path: $work/gantry-cache.redb}
 YAML
-RUST_LOG=warn "$GANTRY" proxy --config "$work/gantry.yaml" & pids+=($!)
+RUST_LOG=warn "$GANTRY" proxy --config "$work/gantry.yaml" & gpid=$!; pids+=($gpid)
 wait_port "$NGINX_PORT"; wait_port "$PROXY_PORT"
 cat > "$work/post.lua" <<LUA
 wrk.method = "POST"
@@ -98,15 +101,25 @@ for url in "http://127.0.0.1:$NGINX_PORT/v1/analyze" "http://127.0.0.1:$PROXY_PO
   xcache "$url" >/dev/null; sleep 0.2
   echo "warm-up check $url: X-Cache $(xcache "$url")"
 done
-run() { wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" "$1" > "$work/$2.txt"; }
+run() { wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" "$1" > "$work/$2.txt"; }
 rps() { awk '/Requests\/sec/ {print $2}' "$work/$1.txt"; }
 pct() { awk -v p="$2" '$1==p {print $2}' "$work/$1.txt"; }
+run "http://127.0.0.1:$ORIGIN_PORT/v1/analyze" origin
 run "http://127.0.0.1:$NGINX_PORT/v1/analyze" nginx
+if [ -n "${PROFILE:-}" ]; then
+  perf record -q -g -o "$work/perf.data" -p "$gpid" -- sleep 5 >/dev/null 2>&1 &
+fi
 run "http://127.0.0.1:$PROXY_PORT/v1/analyze" gantry
 echo
 echo "| target | req/s | p50 | p99 |"
 echo "| --- | --- | --- | --- |"
-echo "| nginx proxy_cache hit (2 workers) | $(rps nginx) | $(pct nginx 50%) | $(pct nginx 99%) |"
-echo "| gantry L1 hit (2 threads) | $(rps gantry) | $(pct gantry 50%) | $(pct gantry 99%) |"
-python3 -c "print(f'ratio gantry/nginx: {float(\"$(rps gantry)\")/float(\"$(rps nginx)\"):.2f}')"
+echo "| nginx return 200 (the origin, 1 worker) | $(rps origin) | $(pct origin 50%) | $(pct origin 99%) |"
+echo "| nginx proxy_cache hit (1 worker) | $(rps nginx) | $(pct nginx 50%) | $(pct nginx 99%) |"
+echo "| gantry L1 hit (1 thread) | $(rps gantry) | $(pct gantry 50%) | $(pct gantry 99%) |"
+python3 -c "print(f'gantry / nginx proxy_cache: {float(\"$(rps gantry)\")/float(\"$(rps nginx)\"):.2f}x; gantry / nginx return 200: {float(\"$(rps gantry)\")/float(\"$(rps origin)\"):.2f}x')"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ -n "${PROFILE:-}" ] && [ -f "$work/perf.data" ]; then
+  echo; echo "gantry L1-hit profile (perf, top self time):"; echo '```'
+  perf report -q -i "$work/perf.data" --no-children -g none --sort dso,symbol --stdio 2>/dev/null | grep -v '^$' | head -40 || true
+  echo '```'
+fi

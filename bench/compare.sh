@@ -6,7 +6,7 @@
 #   3. the seed's targets with --slo against `gantry up` (make run's stack).
 # Usage: bench/compare.sh [seconds per run (60)] [users (64)]    Peer configs: bench/peers/.
 # Writes Markdown to BENCH_OUT (default target/bench-compare.md); KEEP=1 keeps the work dir;
-# PARTS="1 2 3" picks parts; PROFILE=1 adds a perf profile of gantry's pass-through run.
+# PARTS="1 2 3" picks parts; PROFILE=1 adds perf profiles of gantry's analysis and pass-through runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
@@ -49,6 +49,12 @@ bench() {
   "$GANTRY" bench --scenario "$work/steady.yaml" --target "$url" --json "$work/$name.json" "$@" > "$work/$name.txt" 2>&1 || true
 }
 field() { python3 -c "import json,sys;r=json.load(open('$work/$1.json'));print(eval(sys.argv[1]))" "$2"; }
+profile() { # profile DATA TITLE: the top self time of a perf recording, into the report
+  [ -n "${PROFILE:-}" ] && [ -f "$1" ] || return 0
+  { echo "$2 (perf, top self time):"; echo; echo '```';
+    perf report -q -i "$1" --no-children -g none --sort dso,symbol --stdio 2>/dev/null | grep -v '^$' | head -30 || true
+    echo '```'; echo; } >> "$out"
+}
 
 {
 echo "# bench-compare $(date -u +%Y-%m-%d) on $(nproc) cores, $(uname -r)"
@@ -90,6 +96,9 @@ echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for t in "gantry:http://127.0.0.1:$GP:$gpid" "nginx:http://127.0.0.1:$NP:$nworker" "haproxy:http://127.0.0.1:$HP:$hpid" "direct:http://127.0.0.1:$W1:"; do
   name=${t%%:*}; rest=${t#*:}; proc=${rest##*:}; url=${rest%:*}
   r0=$(worker_requests "$W1" "$W2"); w0=$(ticks "${wpids[@]}"); p0=$([ -n "$proc" ] && ticks "$proc" || echo 0)
+  if [ -n "${PROFILE:-}" ] && [ "$name" = gantry ]; then
+    perf record -q -g -o "$work/perf-analysis.data" -p "$proc" -- sleep "$((SECS / 2))" >/dev/null 2>&1 &
+  fi
   bench "$name" "$url"
   r1=$(worker_requests "$W1" "$W2"); w1=$(ticks "${wpids[@]}"); p1=$([ -n "$proc" ] && ticks "$proc" || echo 0)
   python3 - "$work/$name.json" "$name" $((r1 - r0)) $((w1 - w0)) $((p1 - p0)) "$SECS" "$proc" >> "$out" <<'PY'
@@ -106,6 +115,7 @@ import json, sys
 g = json.load(open(f"{sys.argv[1]}/gantry.json")); n = json.load(open(f"{sys.argv[1]}/nginx.json"))
 print(f"\ngantry / nginx throughput: {g['throughput_rps'] / max(n['throughput_rps'], 1e-9):.2f}x; p99 {g['latency']['p99_ms']:.2f} ms vs {n['latency']['p99_ms']:.2f} ms\n")
 PY
+profile "$work/perf-analysis.data" "gantry analysis-traffic profile"
 kill "$gpid" "$(cat "$work/nginx-cache.pid")" "$hpid" 2>/dev/null || true
 for p in "${wpids[@]}"; do kill "$p" 2>/dev/null || true; done
 sleep 1
@@ -153,11 +163,7 @@ print(f"| {name[5:]} | {r['throughput_rps']:.0f} | {l['p50_ms']:.2f} | {l['p99_m
 PY
 done
 echo >> "$out"
-if [ -n "${PROFILE:-}" ] && [ -f "$work/perf.data" ]; then
-  { echo "gantry pass-through profile (perf, top self time):"; echo; echo '```';
-    perf report -q -i "$work/perf.data" --no-children -g none --sort dso,symbol --stdio 2>/dev/null | grep -v '^$' | head -25 || true
-    echo '```'; echo; } >> "$out"
-fi
+profile "$work/perf.data" "gantry pass-through profile"
 kill "$gpid" "$(cat "$work/nginx-pass.pid")" "$(cat "$work/static.pid")" "$hpid" 2>/dev/null || true
 sleep 1
 fi

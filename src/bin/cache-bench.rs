@@ -33,8 +33,8 @@ struct Args {
     /// L1 capacity, in entries of the benchmark's (uniform) size.
     #[arg(long, default_value_t = 10_000)]
     l1_entries: u64,
-    /// Policies to measure: `tiny_lfu`, `lru`.
-    #[arg(long, value_delimiter = ',', default_value = "tiny_lfu,lru")]
+    /// Policies to measure: `clock_pro`, `tiny_lfu`, `lru`.
+    #[arg(long, value_delimiter = ',', default_value = "clock_pro,tiny_lfu,lru")]
     policies: Vec<String>,
     /// Redis for L2 (`redis://127.0.0.1:PORT`); without it L2 is the in-memory stand-in.
     #[arg(long)]
@@ -45,7 +45,7 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Apply L1's pending work every this many lookups (0: leave it to moka).
+    /// Apply L1's pending work every this many lookups (0: never; moka then applies it lazily).
     #[arg(long, default_value_t = 0)]
     maintain_every: usize,
 }
@@ -88,7 +88,8 @@ struct Outcome {
 async fn run(args: &Args, policy: &str, draws: &[usize]) -> Outcome {
     let eviction = match policy {
         "lru" => EvictionPolicyKind::Lru,
-        _ => EvictionPolicyKind::TinyLfu,
+        "tiny_lfu" => EvictionPolicyKind::TinyLfu,
+        _ => EvictionPolicyKind::ClockPro,
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let sample_key = key_of(0);

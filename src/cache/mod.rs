@@ -11,7 +11,7 @@
 //! - [`entry`] — a stored response, its freshness and its binary encoding;
 //! - [`policy`] — what may be stored and for how long;
 //! - [`config`] — the `cache:` sections of `gantry.yaml`, raw and validated;
-//! - [`memory`] — L1, a moka cache bounded by bytes;
+//! - [`memory`] — L1, quick_cache (Clock-PRO) or moka (TinyLFU, LRU), bounded by bytes;
 //! - [`redis`] — L2, any [`redis::RemoteStore`] (fred in production) behind
 //!   timeouts and a circuit breaker;
 //! - [`breaker`] — the circuit breaker state machine;
