@@ -8,7 +8,7 @@
 //! out dead entries and a lookup drops a dead one it finds. Freshness itself
 //! is judged by the caller with the cache [`Clock`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -189,15 +189,14 @@ impl MemoryTier {
                 n
             }
             Store::Quick(c) => {
-                let n = AtomicU64::new(0);
+                // `retain` takes a `Fn` and calls it on this thread: a Cell counts.
+                let n = Cell::new(0);
                 c.retain(|k, _| {
                     let keep = !k.as_str().starts_with(prefix);
-                    if !keep {
-                        n.fetch_add(1, Ordering::Relaxed);
-                    }
+                    n.set(n.get() + u64::from(!keep));
                     keep
                 });
-                n.into_inner()
+                n.get()
             }
         }
     }
