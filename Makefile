@@ -201,3 +201,10 @@ COMPARE_SECONDS ?= 60
 bench-compare: release onnxruntime
 	@scripts/install-deps.sh bench
 	bench/compare.sh $(COMPARE_SECONDS)
+
+# All-miss traffic (every request a new body): HAProxy, gantry with the cache off, L1 only,
+# L1 + L3 (bounded at 32 MiB so it evicts), nginx proxy_cache; what caching costs when it never hits.
+.PHONY: bench-miss
+bench-miss: release onnxruntime
+	@scripts/install-deps.sh bench
+	PARTS=4 bench/compare.sh $(COMPARE_SECONDS)

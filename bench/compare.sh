@@ -4,9 +4,11 @@
 #      gantry (cache as shipped), nginx (proxy_cache POST), HAProxy (round robin) and direct;
 #   2. pass-through overhead to a fast static backend (nginx `return 200`), CPU µs per request;
 #   3. the seed's targets with --slo against `gantry up` (make run's stack).
+#   4. (not in the default) all-miss traffic: HAProxy, gantry with the cache off, L1 only and L1 + L3, nginx.
 # Usage: bench/compare.sh [seconds per run (60)] [users (64)]    Peer configs: bench/peers/.
 # Writes Markdown to BENCH_OUT (default target/bench-compare.md); KEEP=1 keeps the work dir;
-# PARTS="1 2 3" picks parts; PROFILE=1 adds perf profiles of gantry's analysis and pass-through runs.
+# PARTS="1 2 3" picks parts (4, all-miss traffic: make bench-miss); PROFILE=1 adds perf profiles of gantry's analysis,
+# pass-through and all-miss runs (PROFILE_RUN=gantry-l1 or gantry-nocache picks another part-4 run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
@@ -48,6 +50,14 @@ bench() {
   local name=$1 url=$2; shift 2
   "$GANTRY" bench --scenario "$work/steady.yaml" --target "$url" --json "$work/$name.json" "$@" > "$work/$name.txt" 2>&1 || true
 }
+# start_workers: two release workers on W1 and W2, their pids in wpids, once both are ready.
+start_workers() {
+  W1=$(port); W2=$(port); wpids=()
+  for w in $W1 $W2; do
+    RUST_LOG=warn "$GANTRY" worker --model models/phishing-url --listen "127.0.0.1:$w" >"$work/worker-$w.log" 2>&1 & pids+=($!); wpids+=($!)
+  done
+  wait_http "http://127.0.0.1:$W1/ready"; wait_http "http://127.0.0.1:$W2/ready"
+}
 field() { python3 -c "import json,sys;r=json.load(open('$work/$1.json'));print(eval(sys.argv[1]))" "$2"; }
 profile() { # profile DATA TITLE: the top self time of a perf recording, into the report
   [ -n "${PROFILE:-}" ] && [ -f "$1" ] || return 0
@@ -66,19 +76,14 @@ echo
 
 # --- 1. analysis traffic -------------------------------------------------------------
 if part 1; then
-W1=$(port); W2=$(port)
-for w in $W1 $W2; do
-  RUST_LOG=warn "$GANTRY" worker --model models/phishing-url --listen "127.0.0.1:$w" >"$work/worker-$w.log" 2>&1 & pids+=($!)
-done
-wpids=("${pids[@]}")
-wait_http "http://127.0.0.1:$W1/ready"; wait_http "http://127.0.0.1:$W2/ready"
+start_workers
 cat > "$work/steady.yaml" <<YAML
 # One steady stage of Zipf(1.0) over 100k generated analysis bodies.
 stages: [{duration: ${SECS}s, users: $USERS, label: steady}]
 request: {distinct: 100000, zipf: 1.0}
 YAML
 GP=$(port); GA=$(port); NP=$(port); HP=$(port)
-render gantry-cache.yaml "$work/gantry-cache.yaml" PORT="$GP" ADMIN="$GA" W1="$W1" W2="$W2"
+render gantry-cache.yaml "$work/gantry-cache.yaml" PORT="$GP" ADMIN="$GA" W1="$W1" W2="$W2" DISK_BYTES=1073741824
 render nginx-cache.conf "$work/nginx-cache.conf" PORT="$NP" W1="$W1" W2="$W2"
 render haproxy.cfg "$work/haproxy.cfg" PORT="$HP" SERVERS="  server w1 127.0.0.1:$W1\n  server w2 127.0.0.1:$W2"
 sed -i 's/\\n/\n/g' "$work/haproxy.cfg"
@@ -165,6 +170,67 @@ done
 echo >> "$out"
 profile "$work/perf.data" "gantry pass-through profile"
 kill "$gpid" "$(cat "$work/nginx-pass.pid")" "$(cat "$work/static.pid")" "$hpid" 2>/dev/null || true
+sleep 1
+fi
+# --- 4. all-miss traffic -----------------------------------------------------------------
+# Every request a distinct body (5M cycled from a random offset per user): what caching costs when it never hits.
+# gantry's disk tier is bounded at 32 MiB so it fills and evicts during the run.
+if part 4; then
+start_workers
+cat > "$work/steady.yaml" <<YAML
+# One steady stage over 5M distinct bodies, each user cycling from its own offset: (almost) every request a miss.
+stages: [{duration: ${SECS}s, users: $USERS, label: steady}]
+request: {distinct: 5000000}
+YAML
+GP=$(port); GA=$(port); NP=$(port); HP=$(port); G0=$(port); A0=$(port); G1=$(port); A1=$(port)
+render gantry-cache.yaml "$work/gantry-miss.yaml" PORT="$GP" ADMIN="$GA" W1="$W1" W2="$W2" DISK_BYTES=33554432
+render gantry-cache.yaml "$work/gantry-l1.yaml" PORT="$G1" ADMIN="$A1" W1="$W1" W2="$W2" DISK_BYTES=0
+sed -i 's/^  disk:.*/  disk: {enabled: false}/' "$work/gantry-l1.yaml" # memory only: what L1 costs apart from L3
+render gantry-nocache.yaml "$work/gantry-nocache.yaml" PORT="$G0" ADMIN="$A0" W1="$W1" W2="$W2"
+render nginx-cache.conf "$work/nginx-cache.conf" PORT="$NP" W1="$W1" W2="$W2"
+render haproxy.cfg "$work/haproxy.cfg" PORT="$HP" SERVERS="  server w1 127.0.0.1:$W1\n  server w2 127.0.0.1:$W2"
+sed -i 's/\\n/\n/g' "$work/haproxy.cfg"
+rm -rf "$work/nginx-cache" "$work/gantry-cache.redb"
+RUST_LOG=warn "$GANTRY" proxy --config "$work/gantry-miss.yaml" >"$work/gantry-miss.log" 2>&1 & gpid=$!; pids+=($gpid)
+RUST_LOG=warn "$GANTRY" proxy --config "$work/gantry-nocache.yaml" >"$work/gantry-nocache.log" 2>&1 & g0pid=$!; pids+=($g0pid)
+RUST_LOG=warn "$GANTRY" proxy --config "$work/gantry-l1.yaml" >"$work/gantry-l1.log" 2>&1 & g1pid=$!; pids+=($g1pid)
+/usr/sbin/nginx -c "$work/nginx-cache.conf" -p "$work"
+haproxy -D -f "$work/haproxy.cfg"
+wait_http "http://127.0.0.1:$GA/health"; wait_http "http://127.0.0.1:$A0/health"; wait_http "http://127.0.0.1:$A1/health"; sleep 1
+npid=$(cat "$work/nginx-cache.pid"); nworker=$(pgrep -P "$npid" | head -1); hpid=$(cat "$work/haproxy.pid")
+{
+echo "## 4. All-miss traffic: ${SECS} s, 5,000,000 distinct bodies cycled, two release workers (gantry's L3 bounded at 32 MiB)"
+echo
+echo "| path | req/s | p50 ms | p99 ms | errors % | cache hits % | proxy CPU µs/req |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+} >> "$out"
+for t in "haproxy:http://127.0.0.1:$HP:$hpid" "gantry-nocache:http://127.0.0.1:$G0:$g0pid" "gantry-l1:http://127.0.0.1:$G1:$g1pid" "gantry-miss:http://127.0.0.1:$GP:$gpid" "nginx-miss:http://127.0.0.1:$NP:$nworker"; do
+  name=${t%%:*}; rest=${t#*:}; proc=${rest##*:}; url=${rest%:*}
+  [ "$name" = haproxy ] && name=haproxy-miss
+  p0=$(ticks "$proc")
+  if [ -n "${PROFILE:-}" ] && [ "$name" = "${PROFILE_RUN:-gantry-miss}" ]; then
+    perf record -q -g -o "$work/perf-miss.data" -p "$proc" -- sleep "$((SECS / 2))" >/dev/null 2>&1 &
+  fi
+  bench "$name" "$url"
+  p1=$(ticks "$proc")
+  python3 - "$work/$name.json" "$name" $((p1 - p0)) >> "$out" <<'PY'
+import json, sys
+path, name, pticks = sys.argv[1:4]
+r = json.load(open(path)); c = r["counts"]; l = r["latency"]
+hit = c.get("cache_hit_percent"); hit = "–" if hit is None else f"{hit:.1f}"
+print(f"| {name} | {r['throughput_rps']:.0f} | {l['p50_ms']:.2f} | {l['p99_ms']:.2f} | {c['error_percent']:.3f} | {hit} | {int(pticks) * 10000 / max(c['ok'], 1):.1f} |")
+PY
+done
+python3 - "$work" >> "$out" <<'PY'
+import json, sys
+on = json.load(open(f"{sys.argv[1]}/gantry-miss.json")); off = json.load(open(f"{sys.argv[1]}/gantry-nocache.json"))
+print(f"\ngantry cache on / off on all-miss traffic: {on['throughput_rps'] / max(off['throughput_rps'], 1e-9):.2f}x\n")
+PY
+l3=$(curl -s "http://127.0.0.1:$GA/metrics" | awk '/^gantry_cache_(bytes|entries)\{tier="l3"/{printf "%s ", $2}')
+[ -n "$l3" ] && echo "gantry's L3 at the end (bytes of 33554432, entries): ${l3}" >> "$out" && echo >> "$out"
+profile "$work/perf-miss.data" "gantry all-miss profile"
+kill "$gpid" "$g0pid" "$g1pid" "$(cat "$work/nginx-cache.pid")" "$hpid" 2>/dev/null || true
+for p in "${wpids[@]}"; do kill "$p" 2>/dev/null || true; done
 sleep 1
 fi
 part 3 || { cat "$out"; exit 0; }
