@@ -541,7 +541,7 @@ impl Cache {
         }
         match &inner.l3 {
             // A miss the index knows of costs no hand-off to a blocking thread.
-            Some(l3) if !l3.holds(key.as_str()) => tally.push("l3", "miss"),
+            Some(l3) if !l3.may_hold(key.as_str()) => tally.push("l3", "miss"),
             Some(l3) => {
                 let (disk, k) = (l3.clone(), key.as_str().to_string());
                 match tokio::task::spawn_blocking(move || disk.get(&k)).await {
