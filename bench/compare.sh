@@ -228,7 +228,7 @@ print(f"\ngantry cache on / off on all-miss traffic: {on['throughput_rps'] / max
 PY
 l3=$(curl -s "http://127.0.0.1:$GA/metrics" | awk '/^gantry_cache_(bytes|entries)\{tier="l3"/{printf "%s ", $2}')
 [ -n "$l3" ] && echo "gantry's L3 at the end (bytes of 33554432, entries): ${l3}" >> "$out" && echo >> "$out"
-profile "$work/perf-miss.data" "gantry all-miss profile"
+profile "$work/perf-miss.data" "${PROFILE_RUN:-gantry-miss} all-miss profile"
 kill "$gpid" "$g0pid" "$g1pid" "$(cat "$work/nginx-cache.pid")" "$hpid" 2>/dev/null || true
 for p in "${wpids[@]}"; do kill "$p" 2>/dev/null || true; done
 sleep 1
