@@ -1,8 +1,14 @@
 //! L3: a redb file of zstd-compressed entries, bounded by bytes, surviving restarts.
 //!
-//! Two tables: `entries` (key -> compressed entry) and `meta` (key -> dead-at,
-//! last access, hits, size). `meta` is loaded into an in-memory index at
-//! open, so a miss costs no read transaction, sizes are summed without I/O,
+//! Two tables, both keyed by a sequence number that grows with every store:
+//! `entries.2` (seq -> compressed entry) and `meta.2` (seq -> key, dead-at,
+//! last access, hits, size). redb's B-tree is copy-on-write, so keying by
+//! the cache key (a hash) made each stored entry dirty a page of its own in
+//! both tables; with increasing keys a batch appends to the last pages, and
+//! evicting the least recently used mostly deletes from the first. A file of
+//! the earlier, key-keyed format (`entries`, `meta`) has those tables dropped
+//! at open: the cache starts empty once. `meta.2` is loaded into an in-memory
+//! index (key -> seq and stats) at open, so a miss costs no read transaction, sizes are summed without I/O,
 //! and the least recently used entries can be picked for eviction. Access
 //! stats are kept in memory and written with the next write (or
 //! [`DiskTier::flush`]), so a read never writes. When the stored bytes pass
@@ -35,9 +41,12 @@ use super::entry::CachedResponse;
 use super::key::CacheKey;
 use crate::metrics::cache as m;
 
-const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
-/// (dead_at_ms, last_access_ms, hits, size)
-const META: TableDefinition<&str, (u64, u64, u64, u64)> = TableDefinition::new("meta");
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries.2");
+/// (key, dead_at_ms, last_access_ms, hits, size)
+const META: TableDefinition<u64, (&str, u64, u64, u64, u64)> = TableDefinition::new("meta.2");
+/// The tables of the key-keyed format before `entries.2`: dropped at open.
+const OLD_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+const OLD_META: TableDefinition<&str, (u64, u64, u64, u64)> = TableDefinition::new("meta");
 /// Page cache redb keeps in memory; L1 is the real memory tier.
 const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Least time between attempts to open the file again after an I/O error.
@@ -83,6 +92,8 @@ impl DiskError {
 
 #[derive(Debug, Clone, Copy)]
 struct Meta {
+    /// The rows' key in both tables.
+    seq: u64,
     dead_at_ms: u64,
     last_access_ms: u64,
     hits: u64,
@@ -90,8 +101,14 @@ struct Meta {
 }
 
 impl Meta {
-    fn row(&self) -> (u64, u64, u64, u64) {
-        (self.dead_at_ms, self.last_access_ms, self.hits, self.size)
+    fn row<'k>(&self, key: &'k str) -> (&'k str, u64, u64, u64, u64) {
+        (
+            key,
+            self.dead_at_ms,
+            self.last_access_ms,
+            self.hits,
+            self.size,
+        )
     }
 }
 
@@ -101,18 +118,26 @@ struct Index {
     bytes: u64,
     /// Keys whose access stats changed since the last write.
     dirty: HashSet<String>,
-    /// Keys found dead or unreadable on read, deleted with the next write.
-    doomed: HashSet<String>,
+    /// Rows (seqs) no longer in `map`: found dead or unreadable, or purged;
+    /// deleted with the next write.
+    doomed: HashSet<u64>,
+    /// The seq of the next stored entry.
+    next_seq: u64,
 }
 
 impl Index {
-    fn remove(&mut self, key: &str) -> bool {
+    /// Takes `key` out of the index; its rows stay until a write deletes them.
+    fn remove(&mut self, key: &str) -> Option<Meta> {
         self.dirty.remove(key);
-        match self.map.remove(key) {
-            Some(meta) => {
-                self.bytes -= meta.size;
-                true
-            }
+        let meta = self.map.remove(key)?;
+        self.bytes -= meta.size;
+        Some(meta)
+    }
+
+    /// Takes `key` out and marks its rows for deletion; whether it was there.
+    fn doom(&mut self, key: &str) -> bool {
+        match self.remove(key) {
+            Some(meta) => self.doomed.insert(meta.seq),
             None => false,
         }
     }
@@ -144,12 +169,13 @@ pub struct DiskTier {
 /// What one write transaction does; the index follows it only once committed.
 #[derive(Default)]
 struct Plan {
+    /// New entries, one per key, with their seqs.
     puts: Vec<(String, Vec<u8>, Meta)>,
     metas: Vec<(String, Meta)>,
-    /// Evicted (and counted as evictions).
-    evicted: Vec<String>,
-    /// Removed, found dead or unreadable.
-    doomed: Vec<String>,
+    /// Evicted (and counted as evictions): key and seq.
+    evicted: Vec<(String, u64)>,
+    /// Rows to delete: doomed, and the earlier rows of keys in `puts`.
+    doomed: Vec<u64>,
 }
 
 impl DiskTier {
@@ -264,22 +290,21 @@ impl DiskTier {
     /// The entry under `key`, fresh or stale; `None` when absent or dead.
     pub fn get(&self, key: &str) -> Result<Option<CachedResponse>, DiskError> {
         let now = self.clock.now_ms();
-        {
+        let seq = {
             let mut index = self.lock();
             match index.map.get(key) {
                 None => return Ok(None),
                 Some(meta) if meta.dead_at_ms <= now => {
-                    index.remove(key);
-                    index.doomed.insert(key.to_string());
+                    index.doom(key);
                     return Ok(None);
                 }
-                Some(_) => {}
+                Some(meta) => meta.seq,
             }
-        }
+        };
         let value = self.with_db(|db| {
             let txn = db.begin_read().map_err(DiskError::store)?;
             let table = txn.open_table(ENTRIES).map_err(DiskError::store)?;
-            let value = table.get(key).map_err(DiskError::store)?;
+            let value = table.get(seq).map_err(DiskError::store)?;
             Ok(value.map(|v| v.value().to_vec()))
         });
         let value = value.inspect_err(|e| self.close_on_io(e))?;
@@ -294,7 +319,7 @@ impl DiskTier {
         let mut index = self.lock();
         match entry {
             Ok(entry) => {
-                if let Some(meta) = index.map.get_mut(key) {
+                if let Some(meta) = index.map.get_mut(key).filter(|m| m.seq == seq) {
                     meta.hits += 1;
                     meta.last_access_ms = now;
                     index.dirty.insert(key.to_string());
@@ -302,8 +327,9 @@ impl DiskTier {
                 Ok(Some(entry))
             }
             Err(e) => {
-                index.remove(key);
-                index.doomed.insert(key.to_string());
+                if index.map.get(key).is_some_and(|m| m.seq == seq) {
+                    index.doom(key);
+                }
                 Err(e)
             }
         }
@@ -326,6 +352,7 @@ impl DiskTier {
                 last_access_ms: now,
                 hits: 0,
                 size: (value.len() + key.as_str().len()) as u64,
+                seq: 0, // given by `plan`
             };
             puts.push((key.as_str().to_string(), value, meta));
         }
@@ -367,9 +394,19 @@ impl DiskTier {
     }
 
     /// Decides what to write and evict for `puts`, reading the index only.
-    fn plan(&self, puts: Vec<(String, Vec<u8>, Meta)>) -> Plan {
+    fn plan(&self, mut puts: Vec<(String, Vec<u8>, Meta)>) -> Plan {
         let now = self.clock.now_ms();
-        let index = self.lock();
+        let mut index = self.lock();
+        // One row per key: the last put of a key wins, and each gets the next seq.
+        let mut seen = HashSet::new();
+        puts.reverse();
+        puts.retain(|(k, ..)| seen.insert(k.clone()));
+        puts.reverse();
+        for (_, _, meta) in &mut puts {
+            meta.seq = index.next_seq;
+            index.next_seq += 1;
+        }
+        let index = index;
         let fresh: HashSet<&str> = puts.iter().map(|(k, ..)| k.as_str()).collect();
         let replaced: u64 = fresh
             .iter()
@@ -390,18 +427,21 @@ impl DiskTier {
             };
             plan.evicted = victims(&index, &fresh, bytes, entries, target, now);
         }
-        plan.doomed = index
-            .doomed
-            .iter()
-            .filter(|k| !fresh.contains(k.as_str()))
-            .cloned()
-            .collect();
+        plan.doomed = index.doomed.iter().copied().collect();
+        plan.doomed.extend(
+            fresh
+                .iter()
+                .filter_map(|k| index.map.get(*k).map(|m| m.seq)),
+        );
         plan.metas = index
             .dirty
             .iter()
             .filter(|k| !fresh.contains(k.as_str()))
             .filter_map(|k| index.map.get(k).map(|m| (k.clone(), *m)))
             .collect();
+        let evicted: HashSet<&str> = plan.evicted.iter().map(|(k, _)| k.as_str()).collect();
+        plan.metas.retain(|(k, _)| !evicted.contains(k.as_str()));
+        drop(evicted);
         drop(index);
         plan.puts = puts;
         plan
@@ -410,18 +450,17 @@ impl DiskTier {
     /// Makes the index say what the committed `plan` wrote.
     fn apply(&self, plan: Plan) {
         let mut index = self.lock();
-        for k in &plan.evicted {
+        for (k, _) in &plan.evicted {
             index.remove(k);
         }
-        for k in &plan.doomed {
-            index.doomed.remove(k);
+        for seq in &plan.doomed {
+            index.doomed.remove(seq);
         }
         for (k, _) in &plan.metas {
             index.dirty.remove(k);
         }
         for (k, _, meta) in plan.puts {
             index.remove(&k);
-            index.doomed.remove(&k);
             index.bytes += meta.size;
             index.map.insert(k, meta);
         }
@@ -453,8 +492,7 @@ impl DiskTier {
             let mut index = self.lock();
             let mut n = 0;
             for k in keys.iter().map(AsRef::as_ref) {
-                if index.remove(k) {
-                    index.doomed.insert(k.to_string());
+                if index.doom(k) {
                     n += 1;
                 }
             }
@@ -474,8 +512,7 @@ impl DiskTier {
             let mut index = self.lock();
             let keys: Vec<String> = index.map.keys().filter(|k| doomed(k)).cloned().collect();
             for k in &keys {
-                index.remove(k);
-                index.doomed.insert(k.clone());
+                index.doom(k);
             }
             keys.len() as u64
         };
@@ -486,13 +523,13 @@ impl DiskTier {
     /// The `n` most-hit live entries, most hit first (for warming L1).
     pub fn hottest(&self, n: usize) -> Result<Vec<(CacheKey, CachedResponse)>, DiskError> {
         let now = self.clock.now_ms();
-        let keys: Vec<(u64, u64, String)> = {
+        let keys: Vec<(u64, u64, String, u64)> = {
             let index = self.lock();
-            let mut live: Vec<(u64, u64, &str)> = index
+            let mut live: Vec<(u64, u64, &str, u64)> = index
                 .map
                 .iter()
                 .filter(|(_, m)| m.dead_at_ms > now)
-                .map(|(k, m)| (m.hits, m.last_access_ms, k.as_str()))
+                .map(|(k, m)| (m.hits, m.last_access_ms, k.as_str(), m.seq))
                 .collect();
             // Only the `n` hottest are ordered and copied.
             if n < live.len() {
@@ -501,15 +538,15 @@ impl DiskTier {
             }
             live.sort_unstable_by(|a, b| b.cmp(a));
             live.into_iter()
-                .map(|(h, t, k)| (h, t, k.to_string()))
+                .map(|(h, t, k, seq)| (h, t, k.to_string(), seq))
                 .collect()
         };
         self.with_db(|db| {
             let txn = db.begin_read().map_err(DiskError::store)?;
             let table = txn.open_table(ENTRIES).map_err(DiskError::store)?;
             let mut out = Vec::with_capacity(keys.len());
-            for (_, _, k) in keys {
-                let Some(v) = table.get(k.as_str()).map_err(DiskError::store)? else {
+            for (_, _, k, seq) in keys {
+                let Some(v) = table.get(seq).map_err(DiskError::store)? else {
                     continue;
                 };
                 let raw =
@@ -535,27 +572,40 @@ impl DiskTier {
     }
 }
 
-/// The index of `db`'s `meta` table (creating both tables): dead entries are doomed.
+/// The index of `db`'s `meta.2` table (creating both tables, dropping the
+/// earlier format's): dead entries are doomed.
 fn load(db: &Database, now: u64) -> Result<Index, DiskError> {
     let txn = db.begin_write().map_err(DiskError::store)?;
+    let old_entries = txn.delete_table(OLD_ENTRIES).map_err(DiskError::store)?;
+    let old_meta = txn.delete_table(OLD_META).map_err(DiskError::store)?;
+    if old_entries || old_meta {
+        tracing::info!("Disk cache: entries of the earlier file format dropped");
+    }
     txn.open_table(ENTRIES).map_err(DiskError::store)?;
     let meta = txn.open_table(META).map_err(DiskError::store)?;
     let mut index = Index::default();
     for row in meta.iter().map_err(DiskError::store)? {
-        let (k, v) = row.map_err(DiskError::store)?;
-        let (dead_at_ms, last_access_ms, hits, size) = v.value();
+        let (seq, v) = row.map_err(DiskError::store)?;
+        let seq = seq.value();
+        let (key, dead_at_ms, last_access_ms, hits, size) = v.value();
+        index.next_seq = index.next_seq.max(seq + 1);
         let meta = Meta {
+            seq,
             dead_at_ms,
             last_access_ms,
             hits,
             size,
         };
         if dead_at_ms <= now {
-            index.doomed.insert(k.value().to_string());
-        } else {
-            index.bytes += size;
-            index.map.insert(k.value().to_string(), meta);
+            index.doomed.insert(seq);
+            continue;
         }
+        // A key in two rows (not written by this code, but cheap to mend): the newer wins.
+        if let Some(old) = index.map.insert(key.to_string(), meta) {
+            index.bytes -= old.size;
+            index.doomed.insert(old.seq);
+        }
+        index.bytes += size;
     }
     drop(meta);
     txn.commit().map_err(DiskError::store)?;
@@ -569,18 +619,17 @@ fn commit(db: &Database, plan: &Plan) -> Result<(), DiskError> {
     {
         let mut entries = txn.open_table(ENTRIES).map_err(DiskError::store)?;
         let mut meta = txn.open_table(META).map_err(DiskError::store)?;
-        for k in plan.evicted.iter().chain(&plan.doomed) {
-            entries.remove(k.as_str()).map_err(DiskError::store)?;
-            meta.remove(k.as_str()).map_err(DiskError::store)?;
+        for (k, m) in &plan.metas {
+            meta.insert(m.seq, m.row(k)).map_err(DiskError::store)?;
+        }
+        let evicted = plan.evicted.iter().map(|(_, seq)| seq);
+        for &seq in evicted.chain(&plan.doomed) {
+            entries.remove(seq).map_err(DiskError::store)?;
+            meta.remove(seq).map_err(DiskError::store)?;
         }
         for (k, v, m) in &plan.puts {
-            entries
-                .insert(k.as_str(), &v[..])
-                .map_err(DiskError::store)?;
-            meta.insert(k.as_str(), m.row()).map_err(DiskError::store)?;
-        }
-        for (k, m) in &plan.metas {
-            meta.insert(k.as_str(), m.row()).map_err(DiskError::store)?;
+            entries.insert(m.seq, &v[..]).map_err(DiskError::store)?;
+            meta.insert(m.seq, m.row(k)).map_err(DiskError::store)?;
         }
     }
     txn.commit().map_err(DiskError::store)?;
@@ -605,12 +654,20 @@ fn victims(
     mut entries: usize,
     target: Target,
     now: u64,
-) -> Vec<String> {
-    let mut order: Vec<(bool, u64, &str, u64)> = index
+) -> Vec<(String, u64)> {
+    let mut order: Vec<(bool, u64, &str, u64, u64)> = index
         .map
         .iter()
         .filter(|(k, _)| !keep.contains(k.as_str()))
-        .map(|(k, m)| (m.dead_at_ms > now, m.last_access_ms, k.as_str(), m.size))
+        .map(|(k, m)| {
+            (
+                m.dead_at_ms > now,
+                m.last_access_ms,
+                k.as_str(),
+                m.size,
+                m.seq,
+            )
+        })
         .collect();
     let over_entries = entries.saturating_sub(target.entries);
     let mean = (index.bytes / index.map.len().max(1) as u64).max(1);
@@ -628,13 +685,13 @@ fn victims(
             order.select_nth_unstable(n);
         }
         order[..n].sort_unstable();
-        for &(live, _, k, size) in &order[out.len()..n] {
+        for &(live, _, k, size, seq) in &order[out.len()..n] {
             if live && bytes <= target.bytes && entries <= target.entries {
                 return out;
             }
             bytes -= size.min(bytes);
             entries = entries.saturating_sub(1);
-            out.push(k.to_string());
+            out.push((k.to_string(), seq));
         }
         if n == order.len() {
             return out;
@@ -648,6 +705,7 @@ mod tests {
     use super::*;
     use crate::cache::clock::ManualClock;
     use crate::cache::entry::tests::sample;
+    use redb::ReadableTableMetadata;
     use std::time::Duration;
 
     fn cfg(dir: &tempfile::TempDir, max_bytes: u64) -> DiskConfig {
@@ -758,17 +816,18 @@ mod tests {
     #[test]
     fn eviction_picks_dead_then_least_recently_used_without_the_pending_puts() {
         let mut index = Index::default();
-        let meta = |dead_at_ms, last_access_ms| Meta {
+        let meta = |seq, dead_at_ms, last_access_ms| Meta {
+            seq,
             dead_at_ms,
             last_access_ms,
             hits: 0,
             size: 10,
         };
         for (k, m) in [
-            ("dead", meta(5, 9)),
-            ("old", meta(100, 1)),
-            ("new", meta(100, 8)),
-            ("put", meta(100, 0)),
+            ("dead", meta(1, 5, 9)),
+            ("old", meta(2, 100, 1)),
+            ("new", meta(3, 100, 8)),
+            ("put", meta(4, 100, 0)),
         ] {
             index.map.insert(k.into(), m);
             index.bytes += 10;
@@ -778,7 +837,10 @@ mod tests {
             bytes: 20,
             entries: 100,
         };
-        assert_eq!(victims(&index, &keep, 40, 4, target, 10), ["dead", "old"]);
+        assert_eq!(
+            victims(&index, &keep, 40, 4, target, 10),
+            [("dead".to_string(), 1), ("old".to_string(), 2)]
+        );
     }
 
     #[test]
@@ -812,5 +874,80 @@ mod tests {
         drop(writing);
         clock.advance(Duration::from_millis(1000));
         assert!(!t.may_hold("p:/a:1"), "dead is not held");
+    }
+
+    #[test]
+    fn a_key_stored_again_keeps_one_row_and_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        {
+            let t = DiskTier::open(&cfg(&dir, 1 << 20), clock.clone()).unwrap();
+            put(&t, "p:/a:1", "one", &clock, 60_000);
+            let e = |b| Arc::new(sample(b, clock.now_ms(), 60_000));
+            let k = CacheKey::from_stored("p:/a:1");
+            t.put_batch(&[(k.clone(), e("two")), (k, e("three"))])
+                .unwrap();
+            assert_eq!(t.entries(), 1);
+            assert_eq!(t.get("p:/a:1").unwrap().unwrap().body, "three");
+        }
+        let t = DiskTier::open(&cfg(&dir, 1 << 20), clock.clone()).unwrap();
+        let bytes = t.bytes();
+        let db = t.db.read().unwrap();
+        let txn = db.as_ref().unwrap().begin_read().unwrap();
+        assert_eq!(
+            txn.open_table(ENTRIES).unwrap().len().unwrap(),
+            1,
+            "old rows deleted"
+        );
+        assert_eq!(txn.open_table(META).unwrap().len().unwrap(), 1);
+        assert_eq!(t.entries(), 1);
+        assert!(bytes > 0 && bytes < 1024, "{bytes}");
+    }
+
+    #[test]
+    fn an_evicted_entry_with_unwritten_stats_leaves_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let t = DiskTier::open(&cfg(&dir, 400), clock.clone()).unwrap();
+        put(&t, "p:/a:0", "x", &clock, 60_000);
+        t.get("p:/a:0").unwrap(); // stats dirty, written with the next write
+        clock.advance(Duration::from_millis(10));
+        for i in 1..20 {
+            put(&t, &format!("p:/a:{i}"), "y", &clock, 60_000);
+        }
+        assert!(t.get("p:/a:0").unwrap().is_none(), "evicted");
+        let (index_entries, index_bytes) = (t.entries(), t.bytes());
+        drop(t);
+        let t = DiskTier::open(&cfg(&dir, 400), clock.clone()).unwrap();
+        assert_eq!((t.entries(), t.bytes()), (index_entries, index_bytes));
+        assert!(!t.may_hold("p:/a:0"));
+    }
+
+    #[test]
+    fn a_file_of_the_key_keyed_format_opens_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let path = cfg(&dir, 1 << 20).path;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(OLD_ENTRIES)
+                .unwrap()
+                .insert("p:/a:1", &b"not zstd"[..])
+                .unwrap();
+            txn.open_table(OLD_META)
+                .unwrap()
+                .insert("p:/a:1", (u64::MAX, 0, 0, 8))
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let t = DiskTier::open(&cfg(&dir, 1 << 20), clock.clone()).unwrap();
+        assert_eq!(t.entries(), 0);
+        put(&t, "p:/a:1", "one", &clock, 60_000);
+        assert_eq!(t.get("p:/a:1").unwrap().unwrap().body, "one");
+        let db = t.db.read().unwrap();
+        let txn = db.as_ref().unwrap().begin_read().unwrap();
+        assert!(txn.open_table(OLD_META).is_err(), "the old tables are gone");
     }
 }
