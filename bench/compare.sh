@@ -6,7 +6,7 @@
 #   3. the seed's targets with --slo against `gantry up` (make run's stack).
 #   4. (not in the default) all-miss traffic: HAProxy, gantry with the cache off, L1 only and L1 + L3, nginx.
 # Usage: bench/compare.sh [seconds per run (60)] [users (64)]    Peer configs: bench/peers/.
-# Writes Markdown to BENCH_OUT (default target/bench-compare.md); KEEP=1 keeps the work dir;
+# Writes Markdown to BENCH_OUT (default target/bench-compare.md); KEEP=1 keeps the work dir; GANTRY=path picks the binary;
 # PARTS="1 2 3" picks parts (4, all-miss traffic: make bench-miss); PROFILE=1 adds perf profiles of gantry's analysis,
 # pass-through and all-miss runs (PROFILE_RUN=gantry-l1 or gantry-nocache picks another part-4 run).
 set -euo pipefail
@@ -17,7 +17,7 @@ PASS_SECS=${PASS_SECS:-20}
 SEED_SECS=${SEED_SECS:-30}
 PARTS=${PARTS:-1 2 3}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
-GANTRY=./target/release/gantry
+GANTRY=${GANTRY:-./target/release/gantry}
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.cache/onnxruntime-1.31.1/libonnxruntime.so}
 out=${BENCH_OUT:-target/bench-compare.md}
 for tool in nginx haproxy; do

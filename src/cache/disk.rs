@@ -8,12 +8,13 @@
 //! evicting the least recently used mostly deletes from the first. A file of
 //! the earlier, key-keyed format (`entries`, `meta`) has those tables dropped
 //! at open: the cache starts empty once. `meta.2` is loaded into an in-memory
-//! index (key -> seq and stats) at open, so a miss costs no read transaction, sizes are summed without I/O,
-//! and the least recently used entries can be picked for eviction. Access
-//! stats are kept in memory and written with the next write (or
-//! [`DiskTier::flush`]), so a read never writes. When the stored bytes pass
-//! `max_bytes`, dead entries and then the least recently used go until 90% is
-//! left. Every method blocks: async callers use `spawn_blocking`.
+//! index (key -> seq and stats) at open, so a miss costs no read
+//! transaction, sizes are summed without I/O, and the least recently used
+//! entries can be picked for eviction. Access stats are kept in memory and
+//! written with the next write (or [`DiskTier::flush`]), so a read never
+//! writes. When the stored bytes pass `max_bytes`, dead entries and then the
+//! least recently used go until 90% is left. Every method blocks except
+//! [`DiskTier::may_hold`]: async callers use `spawn_blocking`.
 //!
 //! Commits use `Durability::Eventual`, which redb fsyncs on Linux (it
 //! differs from `Immediate` only on macOS), so a process crash or a power
