@@ -399,27 +399,23 @@ impl DiskTier {
         let now = self.clock.now_ms();
         let mut index = self.lock();
         // One row per key: the last put of a key wins, and each gets the next seq.
-        let mut seen = HashSet::new();
+        let mut fresh = HashSet::new();
         puts.reverse();
-        puts.retain(|(k, ..)| seen.insert(k.clone()));
+        puts.retain(|(k, ..)| fresh.insert(k.clone()));
         puts.reverse();
         for (_, _, meta) in &mut puts {
             meta.seq = index.next_seq;
             index.next_seq += 1;
         }
-        let index = index;
-        let fresh: HashSet<&str> = puts.iter().map(|(k, ..)| k.as_str()).collect();
-        let replaced: u64 = fresh
+        // The rows the puts replace.
+        let earlier: Vec<Meta> = fresh
             .iter()
-            .filter_map(|k| index.map.get(*k).map(|m| m.size))
-            .sum();
+            .filter_map(|k| index.map.get(k).copied())
+            .collect();
+        let replaced: u64 = earlier.iter().map(|m| m.size).sum();
         let added: u64 = puts.iter().map(|(.., m)| m.size).sum();
-        let new_keys = fresh
-            .iter()
-            .filter(|k| !index.map.contains_key(**k))
-            .count();
         let bytes = (index.bytes - replaced).saturating_add(added);
-        let entries = index.map.len() + new_keys;
+        let entries = index.map.len() + fresh.len() - earlier.len();
         let mut plan = Plan::default();
         if bytes > self.max_bytes || entries > self.max_entries {
             let target = Target {
@@ -429,20 +425,13 @@ impl DiskTier {
             plan.evicted = victims(&index, &fresh, bytes, entries, target, now);
         }
         plan.doomed = index.doomed.iter().copied().collect();
-        plan.doomed.extend(
-            fresh
-                .iter()
-                .filter_map(|k| index.map.get(*k).map(|m| m.seq)),
-        );
+        plan.doomed.extend(earlier.iter().map(|m| m.seq));
         plan.metas = index
             .dirty
             .iter()
             .filter(|k| !fresh.contains(k.as_str()))
             .filter_map(|k| index.map.get(k).map(|m| (k.clone(), *m)))
             .collect();
-        let evicted: HashSet<&str> = plan.evicted.iter().map(|(k, _)| k.as_str()).collect();
-        plan.metas.retain(|(k, _)| !evicted.contains(k.as_str()));
-        drop(evicted);
         drop(index);
         plan.puts = puts;
         plan
@@ -620,6 +609,8 @@ fn commit(db: &Database, plan: &Plan) -> Result<(), DiskError> {
     {
         let mut entries = txn.open_table(ENTRIES).map_err(DiskError::store)?;
         let mut meta = txn.open_table(META).map_err(DiskError::store)?;
+        // Stats first: an entry evicted in this plan may have unwritten
+        // stats, and its row goes with the deletions below.
         for (k, m) in &plan.metas {
             meta.insert(m.seq, m.row(k)).map_err(DiskError::store)?;
         }
@@ -650,7 +641,7 @@ struct Target {
 /// ordered (a partial selection), never every key.
 fn victims(
     index: &Index,
-    keep: &HashSet<&str>,
+    keep: &HashSet<String>,
     mut bytes: u64,
     mut entries: usize,
     target: Target,
@@ -833,7 +824,7 @@ mod tests {
             index.map.insert(k.into(), m);
             index.bytes += 10;
         }
-        let keep = HashSet::from(["put"]);
+        let keep = HashSet::from(["put".to_string()]);
         let target = Target {
             bytes: 20,
             entries: 100,

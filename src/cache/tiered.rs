@@ -984,8 +984,9 @@ async fn write_disk(
 ) {
     let mut ops = Vec::with_capacity(DISK_BATCH);
     while rx.recv_many(&mut ops, DISK_BATCH).await > 0 {
-        let waited_on = |ops: &[DiskOp]| ops.iter().any(|op| matches!(op, DiskOp::Barrier(_)));
-        if ops.len() < DISK_BATCH && !waited_on(&ops) {
+        // A barrier has a waiter: commit at once.
+        let waited_on = ops.iter().any(|op| matches!(op, DiskOp::Barrier(_)));
+        if ops.len() < DISK_BATCH && !waited_on {
             tokio::time::sleep(DISK_LINGER).await;
             while ops.len() < DISK_BATCH {
                 match rx.try_recv() {
