@@ -3,8 +3,11 @@
 new replica, and from zero replicas to the first response.
 
 Runs the real `gantry up` (docker runtime with the worker image, and local
-`gantry worker` processes) on loopback ports, with short policy intervals.
+`gantry worker` processes) on loopback ports, with short policy intervals;
+`docker+warm` is the docker runtime with warm spares (`warm:` in the policy),
+so scaling up promotes a ready container instead of starting one.
 Standard library only. Usage: bench/scaler.py GANTRY_BIN [IMAGE] [RUNS]
+(BENCH_SCALER_MODES picks modes; default "docker docker+warm local").
 """
 import json
 import os
@@ -90,6 +93,17 @@ scaler:
                 out[labels["backend"]] = float(m.group(2))
         return out
 
+    def spares(self):
+        _, text = http(self.admin + "/metrics")
+        m = re.search(r'gantry_scaler_replicas\{pool="%s",state="warm"\} (\S+)' % self.pool, text.decode())
+        return int(float(m.group(1))) if m else 0
+
+    def wait_spares(self, n):
+        """Waits for n spares, then long enough for a worker to load its model."""
+        if n:
+            self.wait(lambda: self.spares() == n, 90, f"{n} warm spares")
+            time.sleep(3)
+
     def start_seconds(self):
         _, text = http(self.admin + "/metrics")
         t = text.decode()
@@ -127,17 +141,18 @@ def load(url, clients, stop, counts):
     return threads
 
 
-def spike(binary, runtime, image, runs):
-    """Load spike -> first request served by a replica that did not exist before."""
-    policy = """pool: spike
+def spike(binary, runtime, image, runs, warm):
+    """Load spike -> first request served by a replica that was not in the pool before."""
+    policy = f"""pool: spike
 min: 1
 max: 3
+warm: {warm}
 interval: 500ms
 window: 10s
-metrics: [{metric: request_rate_per_replica, target: 50}]
-panic: {window: 2s, threshold: 2}
-scale_up: {max_step: 2, period: 1s}
-scale_down: {stabilization: 2s, cooldown: 0s, max_step: 2, period: 1s}
+metrics: [{{metric: request_rate_per_replica, target: 50}}]
+panic: {{window: 2s, threshold: 2}}
+scale_up: {{max_step: 2, period: 1s}}
+scale_down: {{stabilization: 2s, cooldown: 0s, max_step: 2, period: 1s}}
 ready_timeout: 60s
 """
     g = Gantry(binary, runtime, image, "spike", policy)
@@ -145,6 +160,7 @@ ready_timeout: 60s
     try:
         for _ in range(runs):
             g.wait(lambda: g.up() == 1 and len(g.members()) == 1, 90, "one replica")
+            g.wait_spares(warm)
             before = set(g.members())
             old = g.served()
             stop, counts = threading.Event(), {"ok": 0, "failed": 0}
@@ -169,15 +185,16 @@ ready_timeout: 60s
     return times, (total / n if n else None)
 
 
-def zero(binary, runtime, image, runs):
+def zero(binary, runtime, image, runs, warm):
     """Zero replicas -> first response (the proxy holds the request)."""
-    policy = """pool: zero
+    policy = f"""pool: zero
 min: 1
 max: 2
+warm: {warm}
 interval: 500ms
 window: 2s
-metrics: [{metric: inflight_per_replica, target: 4}]
-scale_to_zero: {after: 2s, hold_timeout: 30s}
+metrics: [{{metric: inflight_per_replica, target: 4}}]
+scale_to_zero: {{after: 2s, hold_timeout: 30s}}
 ready_timeout: 60s
 """
     g = Gantry(binary, runtime, image, "zero", policy)
@@ -185,6 +202,7 @@ ready_timeout: 60s
     try:
         for _ in range(runs):
             g.wait(lambda: g.members() == [], 90, "zero replicas")
+            g.wait_spares(warm)
             t0 = time.monotonic()
             status, _ = http(g.url + "/v1/analyze", BODY, timeout=60)
             times.append(time.monotonic() - t0)
@@ -204,12 +222,17 @@ def main():
     image = sys.argv[2] if len(sys.argv) > 2 else "gantry-worker:0.1.0"
     runs = int(sys.argv[3]) if len(sys.argv) > 3 else 5
     print(f"gantry {binary}; image {image}; {runs} runs each; {os.cpu_count()} cores")
-    for runtime in ("docker", "local"):
-        times, start = spike(binary, runtime, image, runs)
-        start_s = "%.2f s" % start if start is not None else "n/a"
-        print(f"{runtime}: load spike -> first request on a new replica: {fmt(times)}; "
-              f"replica start -> in pool (mean): {start_s}")
-        print(f"{runtime}: zero replicas -> first response: {fmt(zero(binary, runtime, image, runs))}")
+    modes = os.environ.get("BENCH_SCALER_MODES", "docker docker+warm local").split()
+    for mode in modes:
+        runtime, _, warm = mode.partition("+")
+        # Spike: up to two replicas join at once; zero: one.
+        spike_warm, zero_warm = (2, 1) if warm else (0, 0)
+        times, start = spike(binary, runtime, image, runs, spike_warm)
+        start_s = "%.2f s" % start if start is not None else "n/a (promoted spares only)"
+        print(f"{mode}: load spike -> first request on a new replica: {fmt(times)}; "
+              f"replica start -> in pool (mean): {start_s}", flush=True)
+        print(f"{mode}: zero replicas -> first response: "
+              f"{fmt(zero(binary, runtime, image, runs, zero_warm))}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ use prometheus::{
 /// Replica start buckets in seconds, from 50 ms to 2 min.
 pub const START_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0];
 
-/// Replicas per pool: `desired` (last decision), `current` (running or starting), `ready`.
+/// Replicas per pool: `desired` (last decision), `current` (running or starting), `ready`,
+/// and `warm` (spares outside the pool, not counted in the others).
 pub static REPLICAS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "gantry_scaler_replicas",
-        "Replicas per pool: desired, current (running or starting) and ready",
+        "Replicas per pool: desired, current (running or starting), ready, and warm spares outside the pool",
         &["pool", "state"]
     )
     .expect("metric registers once")
@@ -30,7 +31,8 @@ pub static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// Runtime actions by kind (`start`, `stop`, `adopt`, `replace`) and outcome (`ok`, `error`).
+/// Runtime actions by kind (`start`, `stop`, `adopt`, `replace`, `warm`: a spare started
+/// and ready, `promote`: a spare joined the pool) and outcome (`ok`, `error`).
 pub static ACTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "gantry_scaler_actions_total",

@@ -28,6 +28,13 @@
 //! scaled away or dead while its add is on the wire (over the admin API, the
 //! add is an HTTP request that aborting the task does not recall) is removed
 //! after that add lands, never before; a stopped replica is never re-added.
+//!
+//! Warm spares (the policy's `warm`) are replicas started ahead and kept
+//! outside the pool, not counted: each tick tops them up to
+//! `min(warm, max - current)` (none once the pool is at its ceiling), after
+//! acting, and scaling up promotes ready spares first, so a new replica
+//! joins the pool in the time of a rename and a `/ready` probe. A spare
+//! that dies young or never gets ready is a failed start like any other.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,7 +49,7 @@ use super::decide::{decide, Decision, Direction, Fleet, History, Observation};
 use super::journal;
 use super::observe::{MetricsSource, Window};
 use super::policy::{Policy, Rule};
-use super::runtime::{Death, Replica, ReplicaSpec, Runtime, RuntimeError};
+use super::runtime::{Death, Listing, Replica, ReplicaSpec, Runtime, RuntimeError};
 use super::Clock;
 use crate::admin::BackendState;
 use crate::metrics::scaler as m;
@@ -129,9 +136,23 @@ impl Admission {
     }
 }
 
+/// A warm spare: started, outside the pool.
+#[derive(Debug)]
+struct Spare {
+    replica: Replica,
+    /// When it was started or adopted.
+    since: Instant,
+    /// Whether it has answered `/ready`.
+    ready: bool,
+}
+
 /// What a replica task reports back.
 #[derive(Debug)]
 enum Done {
+    /// A warm spare answered `/ready`.
+    SpareReady(Replica),
+    /// A warm spare did not get ready in time.
+    SpareNotReady(Replica, String),
     Ready(Replica, Duration, &'static str),
     NotReady(Replica, String),
     /// Drained before it joined the pool: nothing to do.
@@ -203,6 +224,10 @@ pub struct Autoscaler {
     parts: Parts,
     local_pool: Option<Arc<Pool>>,
     replicas: BTreeMap<String, Tracked>,
+    /// Warm spares by id.
+    spares: BTreeMap<String, Spare>,
+    /// Spares being stopped (too many, or never ready): not adopted again.
+    retiring: std::collections::BTreeSet<String>,
     history: History,
     window: Window,
     last_active: Instant,
@@ -234,6 +259,8 @@ impl Autoscaler {
             policies,
             parts,
             replicas: BTreeMap::new(),
+            spares: BTreeMap::new(),
+            retiring: Default::default(),
             history: History::default(),
             window: Window::default(),
             last_active: Instant::now(),
@@ -367,6 +394,114 @@ impl Autoscaler {
             Direction::Down => self.scale_down(d.from - d.to, &members),
             Direction::Hold => {}
         }
+        self.keep_spares(now).await;
+    }
+
+    /// Starts or stops warm spares to have `min(warm, max - current)`.
+    async fn keep_spares(&mut self, now: Instant) {
+        let current = self.count(|p| p != Phase::Draining);
+        let want = self
+            .policy
+            .warm
+            .min(self.policy.max.saturating_sub(current)) as usize;
+        let have = self.spares.len();
+        if have > want {
+            // The youngest go first: the oldest are the likeliest ready.
+            let mut extra: Vec<(Instant, String)> = self
+                .spares
+                .values()
+                .map(|s| (s.since, s.replica.id.clone()))
+                .collect();
+            extra.sort();
+            for (_, id) in extra.into_iter().skip(want) {
+                self.retire(&id);
+            }
+            return;
+        }
+        if have == want || self.backoff.active(now) || self.starts.backoff.active(now) {
+            return;
+        }
+        let spec = ReplicaSpec {
+            warm: true,
+            ..self.spec()
+        };
+        let runtime = self.parts.runtime.clone();
+        let results = futures::future::join_all((have..want).map(|_| runtime.start(&spec))).await;
+        let mut refused = None;
+        for result in results {
+            match result {
+                Ok(r) => {
+                    tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Warm spare started");
+                    self.track_spare(r, now);
+                }
+                Err(e) => {
+                    m::ACTIONS
+                        .with_label_values(&[&self.pool, "warm", "error"])
+                        .inc();
+                    refused = Some(e);
+                }
+            }
+        }
+        match refused {
+            Some(RuntimeError::Unreachable(e)) => {
+                let delay = self.backoff.fail(now);
+                tracing::warn!(pool = %self.pool, error = %e, retry_in = ?delay, "Runtime unreachable: cannot start a warm spare");
+            }
+            Some(e) => self.start_failed(format!("cannot start a warm spare: {e}"), now),
+            None => {}
+        }
+    }
+
+    /// Tracks a warm spare and waits for its `/ready` in a task.
+    fn track_spare(&mut self, r: Replica, since: Instant) {
+        let runtime = self.parts.runtime.clone();
+        let timeout = self.policy.ready_timeout;
+        let replica = r.clone();
+        self.tasks.spawn(async move {
+            let deadline = since + timeout;
+            while !runtime.ready(&replica).await {
+                if Instant::now() >= deadline {
+                    return Done::SpareNotReady(replica, format!("not ready within {timeout:?}"));
+                }
+                tokio::time::sleep(READY_POLL).await;
+            }
+            Done::SpareReady(replica)
+        });
+        self.spares.insert(
+            r.id.clone(),
+            Spare {
+                replica: r,
+                since,
+                ready: false,
+            },
+        );
+    }
+
+    /// Stops a warm spare (no drain: it never served).
+    fn retire(&mut self, id: &str) {
+        let Some(spare) = self.spares.remove(id) else {
+            return;
+        };
+        let (r, runtime) = (spare.replica, self.parts.runtime.clone());
+        tracing::info!(pool = %self.pool, replica = %r.id, "Stopping a warm spare");
+        self.retiring.insert(r.id.clone());
+        self.tasks.spawn(async move {
+            match runtime.stop(&r).await {
+                Ok(()) => Done::Stopped(r),
+                Err(e) => Done::StopFailed(r, e.to_string()),
+            }
+        });
+    }
+
+    /// What a new replica of this pool needs.
+    fn spec(&self) -> ReplicaSpec {
+        ReplicaSpec {
+            pool: self.pool.clone(),
+            warm: false,
+            cpus: self.policy.cpus,
+            memory_mib: self.policy.memory_mib,
+            pids: self.policy.pids,
+        }
     }
 
     fn count(&self, f: impl Fn(Phase) -> bool) -> u32 {
@@ -421,9 +556,12 @@ impl Autoscaler {
         }
     }
 
-    /// Lists the runtime: adopts unknown replicas, forgets vanished ones.
+    /// Lists the runtime: adopts unknown replicas and spares, forgets vanished ones.
     async fn sync(&mut self, now: Instant) {
-        let listed = match self.parts.runtime.list(&self.pool).await {
+        let Listing {
+            serving: listed,
+            warm,
+        } = match self.parts.runtime.list(&self.pool).await {
             Ok(l) => l,
             Err(e) => {
                 let delay = self.backoff.fail(now);
@@ -451,22 +589,41 @@ impl Autoscaler {
         for r in gone {
             self.on_death(r, "gone from the runtime").await;
         }
+        let listed_ids: Vec<String> = listed.iter().map(|r| r.id.clone()).collect();
         for r in listed {
             if !self.replicas.contains_key(&r.id) {
+                // A spare promoted behind our back (by an earlier run) serves now.
+                self.spares.remove(&r.id);
                 tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Adopting replica");
                 self.track_starting(r, Instant::now(), "adopt");
             }
         }
+        let vanished: Vec<Replica> = self
+            .spares
+            .values()
+            .filter(|s| !warm.iter().any(|r| r.id == s.replica.id))
+            .filter(|s| !listed_ids.contains(&s.replica.id))
+            .map(|s| s.replica.clone())
+            .collect();
+        for r in vanished {
+            self.on_death(r, "gone from the runtime").await;
+        }
+        for r in warm {
+            if !self.spares.contains_key(&r.id) && !self.retiring.contains(&r.id) {
+                tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Adopting warm spare");
+                self.track_spare(r, Instant::now());
+            }
+        }
     }
 
-    /// Starts `n` replicas at once.
+    /// Adds `n` replicas at once: warm spares first (ready ones, oldest
+    /// first), new starts for the rest.
     async fn scale_up(&mut self, n: u32, now: Instant) {
-        let spec = ReplicaSpec {
-            pool: self.pool.clone(),
-            cpus: self.policy.cpus,
-            memory_mib: self.policy.memory_mib,
-            pids: self.policy.pids,
-        };
+        let n = n - self.promote(n).await;
+        if n == 0 {
+            return;
+        }
+        let spec = self.spec();
         let started = Instant::now();
         let runtime = self.parts.runtime.clone();
         let results = futures::future::join_all((0..n).map(|_| runtime.start(&spec))).await;
@@ -496,6 +653,38 @@ impl Autoscaler {
             Some(e) => self.start_failed(format!("cannot start a replica: {e}"), now),
             None => {}
         }
+    }
+
+    /// Promotes up to `n` warm spares to serving replicas; returns how many.
+    async fn promote(&mut self, n: u32) -> u32 {
+        let mut order: Vec<(bool, Instant, String)> = self
+            .spares
+            .values()
+            .map(|s| (!s.ready, s.since, s.replica.id.clone()))
+            .collect();
+        order.sort();
+        let mut promoted = 0;
+        for (_, _, id) in order.into_iter().take(n as usize) {
+            let Some(spare) = self.spares.remove(&id) else {
+                continue;
+            };
+            let r = spare.replica;
+            match self.parts.runtime.promote(&r).await {
+                Ok(()) => {
+                    tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, ready = spare.ready, "Warm spare promoted");
+                    self.track_starting(r, Instant::now(), "promote");
+                    promoted += 1;
+                }
+                Err(e) => {
+                    // Listed again by the next sync if it is still a spare.
+                    m::ACTIONS
+                        .with_label_values(&[&self.pool, "promote", "error"])
+                        .inc();
+                    tracing::warn!(pool = %self.pool, replica = %r.id, error = %e, "Cannot promote a warm spare");
+                }
+            }
+        }
+        promoted
     }
 
     /// Counts a failed start and backs off before the next one.
@@ -644,6 +833,25 @@ impl Autoscaler {
 
     async fn finish(&mut self, done: Done) {
         match done {
+            Done::SpareReady(r) => {
+                if let Some(s) = self.spares.get_mut(&r.id) {
+                    s.ready = true;
+                    m::ACTIONS
+                        .with_label_values(&[&self.pool, "warm", "ok"])
+                        .inc();
+                    tracing::info!(pool = %self.pool, replica = %r.id, ms = s.since.elapsed().as_millis() as u64, "Warm spare ready");
+                }
+            }
+            Done::SpareNotReady(r, why) => {
+                if self.spares.contains_key(&r.id) {
+                    m::ACTIONS
+                        .with_label_values(&[&self.pool, "warm", "error"])
+                        .inc();
+                    tracing::warn!(pool = %self.pool, replica = %r.id, reason = %why, "Warm spare failed to start; removing it");
+                    self.start_failed(format!("warm spare: {why}"), Instant::now());
+                    self.retire(&r.id);
+                }
+            }
             Done::Ready(r, took, action) => {
                 m::ACTIONS
                     .with_label_values(&[&self.pool, action, "ok"])
@@ -691,6 +899,7 @@ impl Autoscaler {
                     .inc();
                 tracing::info!(pool = %self.pool, replica = %r.id, "Replica stopped");
                 self.replicas.remove(&r.id);
+                self.retiring.remove(&r.id);
             }
             Done::StopFailed(r, why) => {
                 m::ACTIONS
@@ -698,6 +907,8 @@ impl Autoscaler {
                     .inc();
                 tracing::error!(pool = %self.pool, replica = %r.id, error = %why, "Cannot stop replica; will retry");
                 self.backoff.fail(Instant::now());
+                // A spare: the next sync lists it again, and it is stopped again.
+                self.retiring.remove(&r.id);
                 // Still tracked as draining: never re-adopted; retried now.
                 self.drain(&r.id);
             }
@@ -707,6 +918,18 @@ impl Autoscaler {
     /// A replica died on its own: out of the pool at once, and cleaned up;
     /// a failed start if it had not been ready for [`START_WINDOW`].
     async fn on_death(&mut self, r: Replica, reason: &str) {
+        if let Some(spare) = self.spares.get(&r.id) {
+            let lived = spare.since.elapsed();
+            tracing::warn!(pool = %self.pool, replica = %r.id, reason = %reason, "Warm spare died");
+            if !spare.ready || lived < START_WINDOW {
+                let secs = lived.as_secs_f64();
+                let why = format!("warm spare exited after {secs:.1}s: {reason}");
+                self.start_failed(why, Instant::now());
+            }
+            // Stopping removes what is left of it (a Docker container).
+            self.retire(&r.id);
+            return;
+        }
         // Events carry only the id: use the tracked replica's address.
         let (r, phase, since) = match self.replicas.get(&r.id) {
             Some(t) if t.phase != Phase::Draining => (t.replica.clone(), t.phase, t.since),
@@ -750,6 +973,9 @@ impl Autoscaler {
         m::REPLICAS
             .with_label_values(&[&self.pool, "ready"])
             .set(ready.into());
+        m::REPLICAS
+            .with_label_values(&[&self.pool, "warm"])
+            .set(self.spares.len() as i64);
         m::PANIC
             .with_label_values(&[&self.pool])
             .set(i64::from(d.panic_until.is_some()));

@@ -1,4 +1,4 @@
-//! The Docker runtime in process against the real engine: two deployments with a pool of the same name leave each other alone, the containers it starts run hardened with a worker that still answers, and leftovers never started are cleaned.
+//! The Docker runtime in process against the real engine: two deployments with a pool of the same name leave each other alone, the containers it starts run hardened with a worker that still answers, leftovers never started are cleaned, and warm spares keep their role across a restart until promoted.
 //!
 //! Containers belong to the test-only deployments `make clean-containers`
 //! is limited to, and a guard removes them (by their unique pool label)
@@ -35,6 +35,7 @@ fn runtime(deployment: &str, image: &str, network: &str) -> Arc<DockerRuntime> {
 fn spec(pool: &str) -> ReplicaSpec {
     ReplicaSpec {
         pool: pool.to_string(),
+        warm: false,
         cpus: None,
         memory_mib: 256,
         pids: 128,
@@ -46,6 +47,7 @@ async fn ids(rt: &DockerRuntime, pool: &str) -> Vec<String> {
         .list(pool)
         .await
         .unwrap()
+        .serving
         .into_iter()
         .map(|r| r.id)
         .collect();
@@ -191,6 +193,63 @@ async fn a_container_created_but_never_started_is_removed_when_listed() {
     );
     assert!(running(&replica.id), "the running replica was touched");
     rt.stop(&replica).await.unwrap();
+}
+
+/// A warm spare is listed apart from the serving replicas, by this runtime
+/// and by a new one (a restarted scaler); promoting it renames it, keeps its
+/// id and address, and only its own deployment can do it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_spare_keeps_its_role_across_a_restart_until_promoted() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (image, _) = worker_image();
+    let (pool, network, _guard) = names("dw");
+    let rt = runtime(&test_deployment(), &image, &network);
+    let serving = rt.start(&spec(&pool)).await.unwrap();
+    let spare = rt
+        .start(&ReplicaSpec {
+            warm: true,
+            ..spec(&pool)
+        })
+        .await
+        .unwrap();
+    let name = |id: &str| inspect(id).unwrap()["Name"].as_str().unwrap().to_string();
+    assert!(
+        name(&spare.id).starts_with(&format!("/gantry-{pool}-warm-")),
+        "{}",
+        name(&spare.id)
+    );
+
+    let restarted = runtime(&test_deployment(), &image, &network);
+    for r in [&rt, &restarted] {
+        let listing = r.list(&pool).await.unwrap();
+        assert_eq!(listing.serving, std::slice::from_ref(&serving));
+        assert_eq!(listing.warm, std::slice::from_ref(&spare));
+    }
+
+    let peer = runtime(&test_peer_deployment(), &image, &network);
+    assert!(
+        peer.promote(&spare).await.is_err(),
+        "the peer promoted ours"
+    );
+    assert!(
+        restarted.promote(&serving).await.is_err(),
+        "a serving replica was promoted"
+    );
+
+    restarted.promote(&spare).await.unwrap();
+    let suffix = name(&spare.id).rsplit('-').next().unwrap().to_string();
+    assert_eq!(name(&spare.id), format!("/gantry-{pool}-{suffix}"));
+    let listing = rt.list(&pool).await.unwrap();
+    assert!(listing.warm.is_empty(), "{listing:?}");
+    let mut both = vec![serving.clone(), spare.clone()];
+    both.sort();
+    let mut got = listing.serving;
+    got.sort();
+    assert_eq!(got, both, "same id and address once promoted");
+    assert!(rt.promote(&spare).await.is_err(), "promoted twice");
+    for r in [&serving, &spare] {
+        rt.stop(r).await.unwrap();
+    }
 }
 
 /// Waits for `/ready`; fails at once, with the logs, if the container exits.

@@ -444,3 +444,126 @@ async fn a_replica_that_dies_while_its_add_is_on_the_wire_is_not_re_added() {
     assert_eq!(addrs.len(), 1, "{addrs:?}");
     r.stop().await;
 }
+
+impl Rig {
+    fn spares(&self) -> usize {
+        self.runtime.spares(&self.pool).len()
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.log().iter().filter(|l| l.starts_with(prefix)).count()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn scaling_up_promotes_warm_spares_and_refills_them() {
+    let r = rig(
+        "spares",
+        "min: 1\nmax: 3\nwarm: 1\nscale_down: {stabilization: 5s, cooldown: 0s, max_step: 3}\n",
+    );
+    until("one replica and one spare", || {
+        r.in_pool() == 1 && r.spares() == 1
+    })
+    .await;
+    let spare = r.runtime.spares("spares")[0].id.clone();
+    assert_eq!(r.in_pool(), 1, "a spare is not in the pool");
+    r.metrics.set(&[Some(10.0)], true);
+    until("three replicas", || r.in_pool() == 3).await;
+    assert!(
+        r.log().contains(&format!("promote {spare}")),
+        "{:?}",
+        r.log()
+    );
+    // At the ceiling a spare could never be promoted: none is kept.
+    until("no spare at max", || r.spares() == 0).await;
+    assert_eq!(r.running(), 3);
+
+    r.metrics.set(&[Some(0.0)], false);
+    until("back to min with a spare", || {
+        r.running() == 1 && r.spares() == 1
+    })
+    .await;
+    assert_eq!(r.in_pool(), 1);
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_request_at_zero_is_served_by_a_promoted_spare() {
+    let r = rig(
+        "zerowarm",
+        "min: 1\nmax: 2\nwarm: 1\nscale_to_zero: {after: 5s, hold_timeout: 30s}\n",
+    );
+    r.metrics.set(&[Some(0.0)], false);
+    until("one replica", || r.in_pool() == 1).await;
+    until("zero replicas, one spare", || {
+        r.running() == 0 && r.spares() == 1
+    })
+    .await;
+    let starts = r.count("start fake");
+    let spare = r.runtime.spares("zerowarm")[0].id.clone();
+    let pool = r.pools.get("zerowarm").unwrap().clone();
+    let outcome = pool.hold.wait(&pool).await;
+    assert_eq!(outcome, crate::proxy::hold::Held::Ready);
+    assert_eq!(r.runtime.running("zerowarm")[0].id, spare, "not the spare");
+    assert_eq!(
+        r.count("start fake"),
+        starts,
+        "a replica was started, not promoted"
+    );
+    until("a new spare", || r.spares() == 1).await;
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn spares_left_by_an_earlier_run_are_adopted_not_started_again() {
+    let runtime = Arc::new(FakeRuntime::new());
+    runtime.plant("adoptwarm");
+    let planted = runtime.plant_spare("adoptwarm");
+    let r = rig_with("adoptwarm", "min: 1\nmax: 3\nwarm: 1\n", runtime);
+    until("one replica", || r.in_pool() == 1).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(r.log().is_empty(), "{:?}", r.log());
+    assert_eq!(r.runtime.spares("adoptwarm")[0].id, planted.id);
+    assert_eq!(
+        m::REPLICAS.with_label_values(&["adoptwarm", "warm"]).get(),
+        1
+    );
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn fewer_spares_in_a_new_policy_stops_the_extra_ones() {
+    let r = rig("lesswarm", "min: 1\nmax: 4\nwarm: 2\n");
+    until("two spares", || r.spares() == 2).await;
+    r.policy
+        .send_replace(Arc::new(policy_for("lesswarm", "min: 1\nmax: 4\n")));
+    until("no spare", || r.spares() == 0).await;
+    assert_eq!(r.count("stop"), 2, "{:?}", r.log());
+    assert_eq!(r.in_pool(), 1, "the serving replica was touched");
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn spares_that_die_young_back_off_like_failed_starts() {
+    let runtime = Arc::new(FakeRuntime::new());
+    let r = rig_with("crashwarm", "min: 1\nmax: 2\nwarm: 1\n", runtime);
+    until("one replica and a spare", || {
+        r.in_pool() == 1 && r.spares() == 1
+    })
+    .await;
+    r.runtime.crash.store(true, Ordering::Relaxed);
+    let spare = r.runtime.spares("crashwarm")[0].id.clone();
+    r.runtime.kill(&spare);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // 1 s doubling: a handful of tries, not one a tick.
+    let tries = r.count("start warm");
+    assert!((2..=6).contains(&tries), "{tries}: {:?}", r.log());
+    let journal = r.journal.snapshot();
+    let last = journal.get("crashwarm").unwrap().starts.last_error.clone();
+    assert!(
+        last.as_deref().is_some_and(|e| e.contains("warm spare")),
+        "{last:?}"
+    );
+    assert_eq!(r.in_pool(), 1, "the serving replica was touched");
+    r.stop().await;
+}

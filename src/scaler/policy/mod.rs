@@ -25,6 +25,8 @@ pub struct Policy {
     pub min: u32,
     /// Ceiling.
     pub max: u32,
+    /// Warm spares kept started outside the pool (0: none).
+    pub warm: u32,
     /// Time between evaluations.
     pub interval: Duration,
     /// Averaging window of metric values.

@@ -24,6 +24,12 @@ pub struct RawPolicy {
     pub min: u32,
     /// Most replicas. Required.
     pub max: u32,
+    /// Warm spares: replicas started ahead and kept ready outside the pool,
+    /// not counted as replicas. Scaling up takes a spare first (it joins the
+    /// pool in milliseconds, not the seconds a start takes) and starts a new
+    /// spare behind it. At most `max`. Default 0 (none).
+    #[serde(default)]
+    pub warm: u32,
     /// Time between evaluations. Default 5s.
     #[serde(default = "default_interval", with = "humantime_serde")]
     #[schemars(with = "String")]

@@ -17,6 +17,9 @@ pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigError
     if raw.min > raw.max {
         err("min", &format!("must be at most max ({})", raw.max));
     }
+    if raw.warm > raw.max {
+        err("warm", &format!("must be at most max ({})", raw.max));
+    }
     if raw.min == 0 && raw.scale_to_zero.is_none() {
         err(
             "min",
@@ -90,6 +93,7 @@ pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigError
         pool: raw.pool,
         min: raw.min,
         max: raw.max,
+        warm: raw.warm,
         interval: raw.interval,
         window: raw.window,
         metrics,
@@ -292,6 +296,8 @@ mod tests {
             "pool: a\nmin: 0\nmax: 3\nmetrics: [{metric: cpu_percent, target: 50}]\n",
             &["2:min"],
         );
+        check(&format!("{BASE}warm: 4\n"), &["5:warm"]);
+        check(&format!("{BASE}warm: 3\n"), &[]);
         check(
             "pool: a\nmax: 3\nmetrics:\n  - {metric: cpu_percent, target: 50, threshold: 80}\n  - metric: queue_length\n    threshold: 10\n    scale_down_below: 20\n",
             &["4:metrics[0].threshold", "7:metrics[1].scale_down_below"],

@@ -5,6 +5,12 @@
 //! `gantry.pool=<pool>`. [`filters`] names all three (the pool when known),
 //! and [`is_ours`] checks them again before a container is stopped.
 //!
+//! Its name says its role ([`name`]): `gantry-<pool>-<8 hex>` serves,
+//! `gantry-<pool>-warm-<8 hex>` is a warm spare. Labels cannot change after
+//! creation and a name can (`docker rename` is atomic in the engine), so a
+//! promotion is a rename, and a restarted scaler reads the role back from
+//! the name ([`is_warm`]).
+//!
 //! It runs hardened whatever the image says: as `scaler.docker.user` (never
 //! root), with a read-only root filesystem and a small `noexec` tmpfs on
 //! `/tmp`, every capability dropped, `no-new-privileges`, the policy's
@@ -21,6 +27,25 @@ use crate::scaler::config::DockerConfig;
 /// The only writable place in a worker container (ONNX Runtime and the
 /// standard library may want a temporary file); bounded, never executable.
 pub const TMPFS: (&str, &str) = ("/tmp", "rw,noexec,nosuid,nodev,size=64m");
+
+/// The name of a new container of `pool`: `gantry-<pool>-[warm-]<suffix>`.
+pub fn name(pool: &str, warm: bool, suffix: u32) -> String {
+    let role = if warm { "warm-" } else { "" };
+    format!("gantry-{pool}-{role}{suffix:08x}")
+}
+
+/// Whether a container of `pool` named `names` (as the engine lists them,
+/// with a leading `/`) is a warm spare. Exact for any pool name: a serving
+/// container of pool `a-warm` is `gantry-a-warm-<hex>`, which is not
+/// `gantry-a-warm-warm-<hex>`.
+pub fn is_warm(names: &[String], pool: &str) -> bool {
+    let prefix = format!("gantry-{pool}-warm-");
+    names.iter().any(|n| {
+        n.trim_start_matches('/')
+            .strip_prefix(&prefix)
+            .is_some_and(|hex| hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
 
 /// The labels of a container of `pool` in `deployment`.
 pub fn labels(deployment: &str, pool: &str) -> HashMap<String, String> {
@@ -176,6 +201,7 @@ mod tests {
     fn spec() -> ReplicaSpec {
         ReplicaSpec {
             pool: "analysis".into(),
+            warm: false,
             cpus: Some(1.5),
             memory_mib: 512,
             pids: 100,
@@ -199,6 +225,25 @@ mod tests {
         assert_eq!(host.nano_cpus, Some(1_500_000_000));
         assert_eq!(host.network_mode.as_deref(), Some("gantry"));
         assert!(host.privileged.is_none() && host.cap_add.is_none());
+    }
+
+    #[test]
+    fn the_name_says_whether_a_container_is_a_warm_spare() {
+        let names = |n: String| vec![format!("/{n}")];
+        assert_eq!(
+            name("analysis", true, 0xab),
+            "gantry-analysis-warm-000000ab"
+        );
+        assert!(is_warm(&names(name("analysis", true, 7)), "analysis"));
+        assert!(!is_warm(&names(name("analysis", false, 7)), "analysis"));
+        // A pool whose name ends in -warm: its serving containers are not spares.
+        assert!(!is_warm(&names(name("a-warm", false, 7)), "a-warm"));
+        assert!(is_warm(&names(name("a-warm", true, 7)), "a-warm"));
+        assert!(!is_warm(
+            &names("gantry-analysis-warm-nothex!".into()),
+            "analysis"
+        ));
+        assert!(!is_warm(&[], "analysis"));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! is logged and the rest are still cleaned. A container's CPU limit (for
 //! CPU % of the limit) is read from its inspect, so adopted containers are
 //! measured like started ones. They run hardened: non-root, read-only, no
-//! capabilities, limited (see [`super::container`]).
+//! capabilities, limited (see [`super::container`]). A warm spare is a
+//! container whose name says so; promoting it renames it
+//! ([`container::is_warm`]).
 //!
 //! Addressing (see `scaler.docker.publish`): with `publish` (the default,
 //! for a proxy on the host) the worker port is published on 127.0.0.1 at a
@@ -31,7 +33,7 @@ use async_trait::async_trait;
 use bollard::models::{ContainerInspectResponse, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptions, StatsOptionsBuilder,
     StopContainerOptionsBuilder,
 };
 use bollard::Docker;
@@ -40,8 +42,8 @@ use tokio::sync::broadcast;
 
 use super::container::{self, cpu_limit, create_body, is_ours, Listed};
 use super::{
-    http_ready, last_words, probe_client, Death, Replica, ReplicaSpec, Runtime, RuntimeError,
-    Usage, DEPLOYMENT_LABEL, MANAGED_LABEL, POOL_LABEL,
+    http_ready, last_words, probe_client, Death, Listing, Replica, ReplicaSpec, Runtime,
+    RuntimeError, Usage, DEPLOYMENT_LABEL, MANAGED_LABEL, POOL_LABEL,
 };
 use crate::client::HttpClient;
 use crate::scaler::config::DockerConfig;
@@ -284,7 +286,7 @@ impl Runtime for DockerRuntime {
         "docker"
     }
 
-    async fn list(&self, pool: &str) -> Result<Vec<Replica>, RuntimeError> {
+    async fn list(&self, pool: &str) -> Result<Listing, RuntimeError> {
         let d = self.docker().await?;
         let labels = container::filters(&self.deployment, Some(pool));
         let filters = HashMap::from([("label", labels.iter().map(String::as_str).collect())]);
@@ -292,10 +294,11 @@ impl Runtime for DockerRuntime {
             .all(true)
             .filters(&filters)
             .build();
-        let mut out = Vec::new();
+        let mut out = Listing::default();
         let mut leftovers = Vec::new();
         for c in d.list_containers(Some(opts)).await? {
             let Some(id) = c.id else { continue };
+            let warm = container::is_warm(c.names.as_deref().unwrap_or_default(), pool);
             match container::listed(c.state) {
                 Listed::Replica => {}
                 Listed::Remove => {
@@ -305,11 +308,18 @@ impl Runtime for DockerRuntime {
                 Listed::Skip => continue,
             }
             match self.inspect(&d, &id).await {
-                Ok(addr) => out.push(Replica {
-                    id,
-                    pool: pool.to_string(),
-                    addr,
-                }),
+                Ok(addr) => {
+                    let to = if warm {
+                        &mut out.warm
+                    } else {
+                        &mut out.serving
+                    };
+                    to.push(Replica {
+                        id,
+                        pool: pool.to_string(),
+                        addr,
+                    });
+                }
                 Err(e) => {
                     tracing::warn!(container = %id, error = %e, "Managed container has no address")
                 }
@@ -326,7 +336,7 @@ impl Runtime for DockerRuntime {
     async fn start(&self, spec: &ReplicaSpec) -> Result<Replica, RuntimeError> {
         let d = self.docker().await?;
         self.ensure_network(&d).await?;
-        let name = format!("gantry-{}-{:08x}", spec.pool, rand::random::<u32>());
+        let name = container::name(&spec.pool, spec.warm, rand::random::<u32>());
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         let id = d
             .create_container(
@@ -350,6 +360,27 @@ impl Runtime for DockerRuntime {
                 Err(e)
             }
         }
+    }
+
+    async fn promote(&self, warm: &Replica) -> Result<(), RuntimeError> {
+        let d = self.docker().await?;
+        let info = d.inspect_container(&warm.id, None).await?;
+        let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+        let names = info.name.into_iter().collect::<Vec<_>>();
+        if !is_ours(&labels, &self.deployment, &warm.pool)
+            || !container::is_warm(&names, &warm.pool)
+        {
+            return Err(RuntimeError::Other(format!(
+                "container {} is not a warm spare of pool {} in deployment {}",
+                warm.id, warm.pool, self.deployment
+            )));
+        }
+        // The same random suffix: the serving name cannot be taken by another of ours.
+        let suffix = names[0].rsplit('-').next().unwrap_or_default();
+        let name = format!("gantry-{}-{suffix}", warm.pool);
+        d.rename_container(&warm.id, RenameContainerOptions { name })
+            .await?;
+        Ok(())
     }
 
     async fn stop(&self, replica: &Replica) -> Result<(), RuntimeError> {

@@ -2,9 +2,10 @@
 //!
 //! Tests can make starts fail (engine down), make replicas slow to get
 //! ready, kill replicas (a death event), and add replicas behind the
-//! scaler's back (to test adoption).
+//! scaler's back (to test adoption). Warm spares are replicas whose id is in
+//! a set; promoting one takes it out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Mutex;
@@ -12,12 +13,14 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{Death, Replica, ReplicaSpec, Runtime, RuntimeError, Usage};
+use super::{Death, Listing, Replica, ReplicaSpec, Runtime, RuntimeError, Usage};
 
 /// The fake runtime.
 #[derive(Debug)]
 pub struct FakeRuntime {
     replicas: Mutex<BTreeMap<String, Replica>>,
+    /// Ids of the replicas that are warm spares.
+    warm: Mutex<BTreeSet<String>>,
     next_port: AtomicU16,
     /// When set, `start` and `list` fail like an unreachable engine.
     pub down: AtomicBool,
@@ -25,7 +28,8 @@ pub struct FakeRuntime {
     pub slow: AtomicBool,
     /// When set, new replicas exit at once: started, but gone from the next list.
     pub crash: AtomicBool,
-    /// Every start and stop, in order (`start <id>`, `stop <id>`).
+    /// Every start, promotion and stop, in order (`start <id>`,
+    /// `start warm <id>`, `promote <id>`, `stop <id>`).
     pub log: Mutex<Vec<String>>,
     deaths: broadcast::Sender<Death>,
 }
@@ -34,6 +38,7 @@ impl Default for FakeRuntime {
     fn default() -> Self {
         FakeRuntime {
             replicas: Mutex::new(BTreeMap::new()),
+            warm: Mutex::new(BTreeSet::new()),
             next_port: AtomicU16::new(20000),
             down: AtomicBool::new(false),
             slow: AtomicBool::new(false),
@@ -61,19 +66,42 @@ impl FakeRuntime {
             .push(what);
     }
 
-    /// Replicas of `pool` now.
+    fn spare_ids(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.warm.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serving replicas of `pool` now.
     pub fn running(&self, pool: &str) -> Vec<Replica> {
-        self.map()
+        self.listing(pool).serving
+    }
+
+    /// Warm spares of `pool` now.
+    pub fn spares(&self, pool: &str) -> Vec<Replica> {
+        self.listing(pool).warm
+    }
+
+    fn listing(&self, pool: &str) -> Listing {
+        let warm = self.spare_ids().clone();
+        let (warm, serving) = self
+            .map()
             .values()
             .filter(|r| r.pool == pool)
             .cloned()
-            .collect()
+            .partition(|r| warm.contains(&r.id));
+        Listing { serving, warm }
     }
 
     /// Adds a replica without telling the scaler (as if left by an earlier run).
     pub fn plant(&self, pool: &str) -> Replica {
         let r = self.make(pool);
         self.map().insert(r.id.clone(), r.clone());
+        r
+    }
+
+    /// Adds a warm spare without telling the scaler (as if left by an earlier run).
+    pub fn plant_spare(&self, pool: &str) -> Replica {
+        let r = self.plant(pool);
+        self.spare_ids().insert(r.id.clone());
         r
     }
 
@@ -85,6 +113,7 @@ impl FakeRuntime {
     /// Kills a replica that leaves `reason` behind (its exit status, its last words).
     pub fn kill_with(&self, id: &str, reason: &str) -> Option<Replica> {
         let r = self.map().remove(id)?;
+        self.spare_ids().remove(id);
         let _ = self.deaths.send(Death {
             replica: r.clone(),
             reason: reason.into(),
@@ -116,24 +145,38 @@ impl Runtime for FakeRuntime {
         "fake"
     }
 
-    async fn list(&self, pool: &str) -> Result<Vec<Replica>, RuntimeError> {
+    async fn list(&self, pool: &str) -> Result<Listing, RuntimeError> {
         self.check_up()?;
-        Ok(self.running(pool))
+        Ok(self.listing(pool))
     }
 
     async fn start(&self, spec: &ReplicaSpec) -> Result<Replica, RuntimeError> {
         self.check_up()?;
         let r = self.make(&spec.pool);
+        if spec.warm {
+            self.spare_ids().insert(r.id.clone());
+        }
         if !self.crash.load(Ordering::Relaxed) {
             self.map().insert(r.id.clone(), r.clone());
         }
-        self.note(format!("start {}", r.id));
+        let role = if spec.warm { "start warm" } else { "start" };
+        self.note(format!("{role} {}", r.id));
         Ok(r)
+    }
+
+    async fn promote(&self, warm: &Replica) -> Result<(), RuntimeError> {
+        self.check_up()?;
+        if !self.spare_ids().remove(&warm.id) || !self.map().contains_key(&warm.id) {
+            return Err(RuntimeError::Other(format!("no warm spare {}", warm.id)));
+        }
+        self.note(format!("promote {}", warm.id));
+        Ok(())
     }
 
     async fn stop(&self, replica: &Replica) -> Result<(), RuntimeError> {
         self.check_up()?;
         self.map().remove(&replica.id);
+        self.spare_ids().remove(&replica.id);
         self.note(format!("stop {}", replica.id));
         Ok(())
     }

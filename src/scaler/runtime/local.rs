@@ -8,7 +8,8 @@
 //! A child's stderr is passed through to gantry's own, and its last
 //! [`KEPT_LINES`] lines are kept so a death says why (the worker's
 //! `error: ...` line). CPU and memory are the host's (sysinfo): the
-//! children share it.
+//! children share it. A warm spare is a child marked so in memory; they all
+//! stop with the runtime, so nothing else needs to remember it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use sysinfo::{Pid, ProcessesToUpdate, Signal, System};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    http_ready, last_words, probe_client, truncate, Death, Replica, ReplicaSpec, Runtime,
+    http_ready, last_words, probe_client, truncate, Death, Listing, Replica, ReplicaSpec, Runtime,
     RuntimeError, Usage, WORDS_MAX,
 };
 use crate::client::HttpClient;
@@ -56,6 +57,8 @@ fn signal(pids: &[u32], sig: Signal) {
 
 struct Child {
     replica: Replica,
+    /// A warm spare, not yet promoted.
+    warm: bool,
     pid: u32,
     stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
 }
@@ -129,12 +132,33 @@ impl Runtime for LocalRuntime {
         "local"
     }
 
-    async fn list(&self, pool: &str) -> Result<Vec<Replica>, RuntimeError> {
-        Ok(lock(&self.children)
+    async fn list(&self, pool: &str) -> Result<Listing, RuntimeError> {
+        let mut out = Listing::default();
+        for c in lock(&self.children)
             .values()
             .filter(|c| c.replica.pool == pool)
-            .map(|c| c.replica.clone())
-            .collect())
+        {
+            let to = if c.warm {
+                &mut out.warm
+            } else {
+                &mut out.serving
+            };
+            to.push(c.replica.clone());
+        }
+        Ok(out)
+    }
+
+    async fn promote(&self, warm: &Replica) -> Result<(), RuntimeError> {
+        match lock(&self.children).get_mut(&warm.id) {
+            Some(c) if c.warm => {
+                c.warm = false;
+                Ok(())
+            }
+            _ => Err(RuntimeError::Other(format!(
+                "no warm worker process {}",
+                warm.id
+            ))),
+        }
     }
 
     async fn start(&self, spec: &ReplicaSpec) -> Result<Replica, RuntimeError> {
@@ -179,6 +203,7 @@ impl Runtime for LocalRuntime {
             replica.id.clone(),
             Child {
                 replica: replica.clone(),
+                warm: spec.warm,
                 pid,
                 stop: Some(stop_tx),
             },

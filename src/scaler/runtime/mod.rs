@@ -7,6 +7,13 @@
 //! **Invariant:** a runtime only ever lists, stops or watches replicas that
 //! carry its marks (Docker: the `gantry.managed=true`, `gantry.deployment`
 //! and `gantry.pool` labels; local: children it spawned itself).
+//!
+//! A replica is started either to serve or as a *warm spare* (the policy's
+//! `warm`): running and loaded, outside the proxy's pool and not counted as a
+//! replica, until [`Runtime::promote`] makes it a serving one, which takes
+//! milliseconds instead of a start. Every runtime keeps the role where a
+//! restart finds it again (Docker: in the container's name, which, unlike
+//! its labels, can change; local: in memory, as its children die with it).
 
 pub mod container;
 pub mod docker;
@@ -51,11 +58,22 @@ pub struct Death {
     pub reason: String,
 }
 
+/// A pool's replicas as a runtime lists them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Replicas serving the pool (or started to serve it, not ready yet).
+    pub serving: Vec<Replica>,
+    /// Warm spares: started ahead, outside the pool, not counted as replicas.
+    pub warm: Vec<Replica>,
+}
+
 /// What a new replica needs from the policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaSpec {
     /// Pool it serves.
     pub pool: String,
+    /// Start it as a warm spare rather than a serving replica.
+    pub warm: bool,
     /// CPU limit, cores (none: no limit).
     pub cpus: Option<f64>,
     /// Memory limit, MiB (Docker; swap is not added to it).
@@ -123,11 +141,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// Short name for logs (`docker`, `local`, `fake`).
     fn name(&self) -> &'static str;
 
-    /// The running replicas of `pool` that this runtime manages.
-    async fn list(&self, pool: &str) -> Result<Vec<Replica>, RuntimeError>;
+    /// The running replicas of `pool` that this runtime manages, serving and warm.
+    async fn list(&self, pool: &str) -> Result<Listing, RuntimeError>;
 
-    /// Starts one replica; returns once it has an address (it may not be ready yet).
+    /// Starts one replica (a warm spare when `spec.warm`); returns once it
+    /// has an address (it may not be ready yet).
     async fn start(&self, spec: &ReplicaSpec) -> Result<Replica, RuntimeError>;
+
+    /// Turns a warm spare of this runtime into a serving replica: listed as
+    /// serving from then on, same id and address.
+    async fn promote(&self, warm: &Replica) -> Result<(), RuntimeError>;
 
     /// Stops and removes a replica; a replica already gone is not an error.
     async fn stop(&self, replica: &Replica) -> Result<(), RuntimeError>;
