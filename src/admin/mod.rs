@@ -148,6 +148,9 @@ pub struct Decision {
     pub to: u32,
     /// Ready replicas when decided.
     pub ready: u32,
+    /// Warm spares (outside the pool, not counted above) when decided.
+    #[serde(default)]
+    pub warm: u32,
     /// `up`, `down` or `none`.
     pub direction: String,
     /// Reason label.

@@ -139,6 +139,9 @@ pub struct ScalerPool {
     pub current: u32,
     /// Replicas ready at the last decision.
     pub ready: u32,
+    /// Warm spares at the last decision (outside the pool).
+    #[serde(default)]
+    pub warm: u32,
     /// The policy in force.
     pub policy: Option<PolicyView>,
     /// Replica starts: failures and backoff.

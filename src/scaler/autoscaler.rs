@@ -1013,6 +1013,7 @@ impl Autoscaler {
             from: d.from,
             to: d.to,
             ready,
+            warm: self.spares.len() as u32,
             direction: dir.as_str().into(),
             reason: label.into(),
             message,

@@ -72,6 +72,7 @@ impl Journal {
                 last.at_unix_ms = entry.at_unix_ms;
                 last.message = entry.message;
                 last.ready = entry.ready;
+                last.warm = entry.warm;
                 return;
             }
         }
@@ -148,6 +149,7 @@ mod tests {
             reason: reason.into(),
             message: String::new(),
             repeats: 1,
+            warm: 0,
         }
     }
 

@@ -45,9 +45,13 @@ pub fn render(pools: &[PoolView], journal: &ScalerJournal) -> String {
             }
             Some(list) => {
                 let last = &list[list.len() - 1];
+                let warm = match last.warm {
+                    0 => String::new(),
+                    n => format!(", warm spares {n}"),
+                };
                 let _ = writeln!(
                     out,
-                    "  scaler: desired {}, current {}, ready {}; last decisions (UTC):",
+                    "  scaler: desired {}, current {}, ready {}{warm}; last decisions (UTC):",
                     last.to, last.from, last.ready
                 );
                 for e in list.iter().rev().take(SHOWN) {
@@ -111,6 +115,7 @@ mod tests {
             from,
             to,
             ready: from,
+            warm: 0,
             direction: "up".into(),
             reason: "metric".into(),
             message: msg.into(),
@@ -127,6 +132,14 @@ mod tests {
         let text = render(&pools, &d);
         let want = "pool analysis (p2c)\n  127.0.0.1:4000         up        in flight 2\n  scaler: desired 2, current 2, ready 2; last decisions (UTC):\n    01:01:01  analysis 2 -> 2: steady (x7)\n    01:00:00  analysis 1 -> 2: below min 2\n";
         assert_eq!(text, want);
+
+        let mut spares = j.clone();
+        spares.decisions[1].warm = 1;
+        let text = render(&pools, &BTreeMap::from([("analysis".to_string(), spares)]));
+        assert!(
+            text.contains("  scaler: desired 2, current 2, ready 2, warm spares 1; last"),
+            "{text}"
+        );
 
         j.starts = Starts {
             failures_in_a_row: 3,

@@ -186,7 +186,7 @@ fn count_sub(hay: &[u8], needle: &[u8]) -> usize {
 
 /// Finders of [`HINT_WORDS`], built once: 38 searches per URL.
 static HINT_FINDERS: LazyLock<Vec<memmem::Finder<'static>>> =
-    LazyLock::new(|| HINT_WORDS.iter().map(|w| memmem::Finder::new(w)).collect());
+    LazyLock::new(|| HINT_WORDS.iter().map(memmem::Finder::new).collect());
 
 fn count_byte(hay: &[u8], b: u8) -> usize {
     hay.iter().filter(|&&c| c == b).count()

@@ -168,6 +168,68 @@ async fn scale_from_zero_holds_the_first_request_until_a_worker_is_ready() {
     eprintln!("scale from zero, local fake worker: first response after {took:?}");
 }
 
+/// With `warm: 1` a worker waits outside the pool; at zero, the first request
+/// is served by that worker, promoted (not a new start), a new spare takes its
+/// place, and `gantry status` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_zero_the_first_request_is_served_by_the_warm_spare() {
+    let extra = "min: 1\nmax: 2\nwarm: 1\nscale_to_zero: {after: 1s, hold_timeout: 10s}\n";
+    let up = Gantry::up(&config("wl", 5))
+        .policy("wl.yaml", &policy("wl", extra))
+        .start()
+        .await;
+    let up_ref = &up;
+    up.until(
+        "zero replicas, a ready spare",
+        Duration::from_secs(20),
+        || async move {
+            let log = up_ref.log();
+            log.contains("wl 1 -> 0: idle")
+                && log.contains("Warm spare ready")
+                && up_ref.members("wl").await.is_empty()
+                && workers(up_ref).len() == 1
+        },
+    )
+    .await;
+    let spare = workers(&up)[0];
+    let r = client()
+        .post(format!("{}/v1/analyze", up.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", up.tail());
+    let log = up.log();
+    let promoted = log.lines().find(|l| l.contains("Warm spare promoted"));
+    assert!(
+        promoted.is_some_and(|l| l.contains(&format!("local-{spare}"))),
+        "not the spare (pid {spare}) promoted:\n{}",
+        up.tail()
+    );
+    let status = || {
+        command()
+            .args(["status", "--admin", &up.admin])
+            .output()
+            .unwrap()
+    };
+    up.until(
+        "a new spare in `gantry status`",
+        Duration::from_secs(20),
+        || {
+            let text = String::from_utf8_lossy(&status().stdout).into_owned();
+            let started = up_ref.log().matches("Warm spare started").count();
+            async move {
+                if started == 2 && text.contains(", warm spares 1;") {
+                    Ok(())
+                } else {
+                    Err(format!("{started} spares started; status:\n{text}"))
+                }
+            }
+        },
+    )
+    .await;
+}
+
 /// The real `gantry worker` (ONNX Runtime, the phishing-url model) as the
 /// local runtime's default command, with no `ORT_DYLIB_PATH` in the
 /// environment: the workers find the library `make onnxruntime` placed.

@@ -277,6 +277,7 @@ fn scaler(view: &dyn crate::admin::ScalerView) -> ScalerStatus {
                 desired: last.map_or(0, |d| d.to),
                 current: last.map_or(0, |d| d.from),
                 ready: last.map_or(0, |d| d.ready),
+                warm: last.map_or(0, |d| d.warm),
                 policy: policies.in_force.get(&name).cloned(),
                 starts: j.starts,
                 decisions: j
