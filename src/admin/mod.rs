@@ -181,6 +181,20 @@ pub struct PoolJournal {
     pub decisions: Vec<Decision>,
     /// Replica starts.
     pub starts: Starts,
+    /// Who leads, when the scaler competes for a lease (`scaler.lease`).
+    #[serde(default)]
+    pub leader: Option<Leadership>,
+}
+
+/// Who leads, as one scaler process sees it (`scaler.lease`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leadership {
+    /// This process's lease id (`<host>-<pid>-<hex>`).
+    pub me: String,
+    /// Whether this process acts.
+    pub leading: bool,
+    /// The holder at the last look, when known.
+    pub leader: Option<String>,
 }
 
 /// `GET /admin/scaler`: every scaled pool by name.

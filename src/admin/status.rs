@@ -142,6 +142,9 @@ pub struct ScalerPool {
     /// Warm spares at the last decision (outside the pool).
     #[serde(default)]
     pub warm: u32,
+    /// Who leads, with `scaler.lease`.
+    #[serde(default)]
+    pub leader: Option<super::Leadership>,
     /// The policy in force.
     pub policy: Option<PolicyView>,
     /// Replica starts: failures and backoff.

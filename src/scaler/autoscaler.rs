@@ -29,6 +29,10 @@
 //! add is an HTTP request that aborting the task does not recall) is removed
 //! after that add lands, never before; a stopped replica is never re-added.
 //!
+//! With `scaler.lease`, a loop whose process does not hold the lease skips
+//! its ticks: the standby neither lists nor acts, and on taking over it
+//! adopts what the old leader left, like a restarted scaler ([`super::lease`]).
+//!
 //! Warm spares (the policy's `warm`) are replicas started ahead and kept
 //! outside the pool, not counted: each tick tops them up to
 //! `min(warm, max - current)` (none once the pool is at its ceiling), after
@@ -93,6 +97,8 @@ pub struct Parts {
     pub clock: Arc<dyn Clock>,
     /// Where decisions and start failures are recorded for people to read.
     pub journal: journal::Journal,
+    /// Whether this process may act (`scaler.lease`; always without one).
+    pub leader: super::lease::Leader,
 }
 
 /// Where a replica is in its life.
@@ -341,8 +347,14 @@ impl Autoscaler {
         p.hold.set(hold);
     }
 
-    /// One evaluation: sync, observe, decide, act.
+    /// One evaluation: sync, observe, decide, act; nothing while another
+    /// scaler holds the lease (the standby neither lists, decides nor acts).
     async fn tick(&mut self) {
+        let leader = &self.parts.leader;
+        self.parts.journal.set_leader(&self.pool, leader.view());
+        if !leader.leading() {
+            return;
+        }
         let now = Instant::now();
         if !self.backoff.active(now) {
             self.sync(now).await;
@@ -421,34 +433,8 @@ impl Autoscaler {
         if have == want || self.backoff.active(now) || self.starts.backoff.active(now) {
             return;
         }
-        let spec = ReplicaSpec {
-            warm: true,
-            ..self.spec()
-        };
-        let runtime = self.parts.runtime.clone();
-        let results = futures::future::join_all((have..want).map(|_| runtime.start(&spec))).await;
-        let mut refused = None;
-        for result in results {
-            match result {
-                Ok(r) => {
-                    tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Warm spare started");
-                    self.track_spare(r, now);
-                }
-                Err(e) => {
-                    m::ACTIONS
-                        .with_label_values(&[&self.pool, "warm", "error"])
-                        .inc();
-                    refused = Some(e);
-                }
-            }
-        }
-        match refused {
-            Some(RuntimeError::Unreachable(e)) => {
-                let delay = self.backoff.fail(now);
-                tracing::warn!(pool = %self.pool, error = %e, retry_in = ?delay, "Runtime unreachable: cannot start a warm spare");
-            }
-            Some(e) => self.start_failed(format!("cannot start a warm spare: {e}"), now),
-            None => {}
+        for r in self.start_many((want - have) as u32, true, now).await {
+            self.track_spare(r, now);
         }
     }
 
@@ -623,36 +609,58 @@ impl Autoscaler {
         if n == 0 {
             return;
         }
-        let spec = self.spec();
         let started = Instant::now();
+        for r in self.start_many(n, false, now).await {
+            self.track_starting(r, started, "start");
+        }
+    }
+
+    /// Starts `n` replicas at once (warm spares when `warm`); returns those
+    /// that started. A refusal counts once per attempt, however many it
+    /// asked for; an unreachable engine is an outage, not a crash loop:
+    /// retried with the runtime's short back-off, not the start back-off.
+    async fn start_many(&mut self, n: u32, warm: bool, now: Instant) -> Vec<Replica> {
+        let spec = ReplicaSpec {
+            warm,
+            ..self.spec()
+        };
+        let (what, action) = if warm {
+            ("a warm spare", "warm")
+        } else {
+            ("a replica", "start")
+        };
         let runtime = self.parts.runtime.clone();
         let results = futures::future::join_all((0..n).map(|_| runtime.start(&spec))).await;
+        let mut started = Vec::new();
         let mut refused = None;
         for result in results {
             match result {
                 Ok(r) => {
-                    tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Replica started");
-                    self.track_starting(r, started, "start");
+                    let said = if warm {
+                        "Warm spare started"
+                    } else {
+                        "Replica started"
+                    };
+                    tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "{said}");
+                    started.push(r);
                 }
                 Err(e) => {
                     m::ACTIONS
-                        .with_label_values(&[&self.pool, "start", "error"])
+                        .with_label_values(&[&self.pool, action, "error"])
                         .inc();
                     refused = Some(e);
                 }
             }
         }
-        // One failure per attempt, however many replicas it asked for. An
-        // unreachable engine is an outage, not a crash loop: retried with
-        // the runtime's short back-off, not the start back-off.
         match refused {
             Some(RuntimeError::Unreachable(e)) => {
                 let delay = self.backoff.fail(now);
-                tracing::warn!(pool = %self.pool, error = %e, retry_in = ?delay, "Runtime unreachable: cannot start a replica");
+                tracing::warn!(pool = %self.pool, error = %e, retry_in = ?delay, "Runtime unreachable: cannot start {what}");
             }
-            Some(e) => self.start_failed(format!("cannot start a replica: {e}"), now),
+            Some(e) => self.start_failed(format!("cannot start {what}: {e}"), now),
             None => {}
         }
+        started
     }
 
     /// Promotes up to `n` warm spares to serving replicas; returns how many.

@@ -40,6 +40,23 @@ pub struct ScalerConfig {
     /// Settings of the Docker runtime.
     #[serde(default)]
     pub docker: DockerConfig,
+    /// One scaler in charge when several processes run the scaler of this
+    /// deployment: they compete for a lease in Redis and only its holder acts.
+    /// Absent: every process acts (run one scaler per deployment).
+    #[serde(default)]
+    pub lease: Option<LeaseConfig>,
+}
+
+/// The scaler lease (see `scaler::lease`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// Redis URL: `redis://[user:password@]host:port[/db]` (no TLS yet). Required.
+    pub redis: String,
+    /// How long a lease lasts unrenewed: a leader that dies without
+    /// releasing is replaced within it. Renewed every third. Default 10s; at least 1s.
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    pub ttl: std::time::Duration,
 }
 
 /// Which runtime.
@@ -217,6 +234,25 @@ pub fn check(config: &ScalerConfig, src: &Source, errors: &mut Vec<ConfigError>)
         let msg = "must name a user other than root, like `65534:65534`";
         errors.push(src.error("scaler.docker.user", msg));
     }
+    if let Some(lease) = &config.lease {
+        let parsed = match lease.redis.as_str() {
+            u if u.starts_with("redis://") => fred::prelude::Config::from_url(u).map(|_| ()),
+            _ => Err(fred::error::Error::new(
+                fred::error::ErrorKind::Config,
+                "expected redis://[user:password@]host:port[/db] (TLS is not supported here yet)",
+            )),
+        };
+        if let Err(e) = parsed {
+            errors.push(src.error("scaler.lease.redis", format!("not a Redis URL: {e}")));
+        }
+        if lease.ttl < std::time::Duration::from_secs(1) {
+            errors.push(src.error("scaler.lease.ttl", "must be at least 1s"));
+        }
+    }
+}
+
+fn default_lease_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
 }
 
 fn default_policies() -> PathBuf {
@@ -341,6 +377,23 @@ mod tests {
         assert_eq!(
             errors,
             ["g.yaml:2:12: scaler.docker.network: must be a user-defined network (not `host`, `none` or `container:`)"]
+        );
+    }
+
+    #[test]
+    fn a_lease_needs_a_redis_url_and_a_ttl_of_a_second() {
+        let (c, errors) = load("scaler:\n  lease: {redis: 'redis://127.0.0.1:6379'}\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.lease.unwrap().ttl, std::time::Duration::from_secs(10));
+        let (_, errors) = load("scaler:\n  lease:\n    redis: 'http://x'\n    ttl: 500ms\n");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("g.yaml:3:5: scaler.lease.redis: not a Redis URL"),
+            "{errors:?}"
+        );
+        assert_eq!(
+            errors[1],
+            "g.yaml:4:5: scaler.lease.ttl: must be at least 1s"
         );
     }
 }

@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::admin::{Decision, Policies, PoolJournal, ScalerJournal, ScalerView, Starts};
+use crate::admin::{
+    Decision, Leadership, Policies, PoolJournal, ScalerJournal, ScalerView, Starts,
+};
 
 /// Decisions kept per pool.
 pub const KEEP: usize = 20;
@@ -22,6 +24,7 @@ pub const KEEP_ERRORS: usize = 10;
 struct Kept {
     decisions: VecDeque<Decision>,
     starts: Starts,
+    leader: Option<Leadership>,
 }
 
 /// The journal of every pool of one scaler; clones share it.
@@ -44,6 +47,11 @@ impl Journal {
     /// Records how `pool`'s starts are going.
     pub fn set_starts(&self, pool: &str, starts: Starts) {
         self.lock().entry(pool.to_string()).or_default().starts = starts;
+    }
+
+    /// Records who leads, as `pool`'s loop last saw it (`None`: no lease).
+    pub fn set_leader(&self, pool: &str, leader: Option<Leadership>) {
+        self.lock().entry(pool.to_string()).or_default().leader = leader;
     }
 
     /// Records the policy `pool` now runs under.
@@ -89,7 +97,13 @@ impl Journal {
             .map(|(k, v)| {
                 let decisions = v.decisions.iter().cloned().collect();
                 let starts = v.starts.clone();
-                (k.clone(), PoolJournal { decisions, starts })
+                let leader = v.leader.clone();
+                let j = PoolJournal {
+                    decisions,
+                    starts,
+                    leader,
+                };
+                (k.clone(), j)
             })
             .collect()
     }

@@ -22,6 +22,7 @@ pub mod control;
 pub mod decide;
 pub use crate::metrics::exposition;
 pub mod journal;
+pub mod lease;
 pub mod observe;
 pub mod policy;
 pub mod reload;
@@ -175,6 +176,9 @@ pub enum ScalerError {
     /// The proxy could not be reached.
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    /// The lease's Redis settings are unusable.
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
     /// Binding a listener or starting the async runtime failed.
     #[error("{0}")]
     Io(std::io::Error),
@@ -192,7 +196,12 @@ pub fn parts(
     config: &config::ScalerConfig,
     control: Arc<dyn control::PoolControl>,
     journal: journal::Journal,
+    shutdown: &watch::Receiver<bool>,
 ) -> Result<Parts, ScalerError> {
+    let leader = match &config.lease {
+        Some(l) => lease::Lease::connect(l, config.deployment())?.spawn(shutdown.clone()),
+        None => lease::Leader::alone(),
+    };
     let runtime: Arc<dyn runtime::Runtime> = match config.runtime {
         config::RuntimeKind::Local => Arc::new(runtime::local::LocalRuntime::new(&config.local)?),
         config::RuntimeKind::Docker => {
@@ -212,6 +221,7 @@ pub fn parts(
         metrics,
         clock: Arc::new(SystemClock),
         journal,
+        leader,
     })
 }
 
@@ -235,7 +245,7 @@ pub fn spawn_in_proxy(proxy: &mut crate::proxy::Proxy, config: config::ScalerCon
         "scaler",
         Box::new(move |shutdown| {
             Box::pin(async move {
-                let parts = match parts(&config, control, journal) {
+                let parts = match parts(&config, control, journal, &shutdown) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::error!(error = %e, "Scaler cannot start; the proxy runs without it");
@@ -263,7 +273,8 @@ pub fn run_standalone(
     let control: Arc<dyn control::PoolControl> = Arc::new(control::Admin::new(admin, token));
     let result = rt.block_on(async move {
         let journal = journal::Journal::new();
-        let parts = parts(&config, control, journal.clone())?;
+        let (tx, shutdown) = watch::channel(false);
+        let parts = parts(&config, control, journal.clone(), &shutdown)?;
         if let Some(addr) = listen {
             let l = tokio::net::TcpListener::bind(addr).await?;
             let app = axum::Router::new()
@@ -282,7 +293,6 @@ pub fn run_standalone(
             let forever = std::future::pending::<()>();
             tokio::spawn(crate::conn::serve(l, app, limits, "admin", forever));
         }
-        let (tx, shutdown) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
             tx.send_replace(true);

@@ -36,6 +36,19 @@ pub fn render(pools: &[PoolView], journal: &ScalerJournal) -> String {
             );
         }
         let pool = journal.get(&p.name);
+        if let Some(l) = pool.and_then(|j| j.leader.as_ref()) {
+            let _ = match (l.leading, &l.leader) {
+                (true, _) => writeln!(out, "  scaler lease: leading ({})", l.me),
+                (false, Some(who)) => {
+                    writeln!(out, "  scaler lease: standing by ({}); {who} leads", l.me)
+                }
+                (false, None) => writeln!(
+                    out,
+                    "  scaler lease: standing by ({}); no leader seen (Redis unreachable?)",
+                    l.me
+                ),
+            };
+        }
         if let Some(starts) = pool.map(|j| &j.starts).filter(|s| s.failures_in_a_row > 0) {
             failing(&mut out, starts);
         }
@@ -122,6 +135,7 @@ mod tests {
             repeats,
         };
         let mut j = PoolJournal {
+            leader: None,
             decisions: vec![
                 entry(3_600_000, 1, 2, "analysis 1 -> 2: below min 2", 1),
                 entry(3_661_000, 2, 2, "analysis 2 -> 2: steady", 7),
@@ -132,6 +146,18 @@ mod tests {
         let text = render(&pools, &d);
         let want = "pool analysis (p2c)\n  127.0.0.1:4000         up        in flight 2\n  scaler: desired 2, current 2, ready 2; last decisions (UTC):\n    01:01:01  analysis 2 -> 2: steady (x7)\n    01:00:00  analysis 1 -> 2: below min 2\n";
         assert_eq!(text, want);
+
+        let mut standby = j.clone();
+        standby.leader = Some(crate::admin::Leadership {
+            me: "b-2-00000002".into(),
+            leading: false,
+            leader: Some("a-1-00000001".into()),
+        });
+        let text = render(&pools, &BTreeMap::from([("analysis".to_string(), standby)]));
+        assert!(
+            text.contains("  scaler lease: standing by (b-2-00000002); a-1-00000001 leads\n"),
+            "{text}"
+        );
 
         let mut spares = j.clone();
         spares.decisions[1].warm = 1;

@@ -19,6 +19,7 @@ mod proxy_cache;
 mod proxy_failures;
 mod scaler_docker;
 mod scaler_docker_runtime;
+mod scaler_lease;
 mod scaler_local;
 mod scaler_policies;
 mod status_page;

@@ -417,19 +417,24 @@ async fn metrics_report_traffic() {
     // Five consecutive 5xx eject `bad` (default outlier settings); `a` takes the rest.
     assert_eq!(results.iter().filter(|r| *r == &Ok(500)).count(), 5);
     // Counters are written as each request is logged, just after its answer.
-    let m = g
-        .until(
-            "twenty requests counted",
-            Duration::from_secs(10),
-            || async {
-                let m = g.metrics().await;
-                let counted = m
-                    .lines()
-                    .any(|l| l == "gantry_request_duration_seconds_count{pool=\"p\"} 20");
-                counted.then_some(m)
-            },
-        )
-        .await;
+    // Read again once all twenty are in: one rendering is not a snapshot (the
+    // last request's logging can land between two metric families).
+    g.until(
+        "twenty requests counted",
+        Duration::from_secs(10),
+        || async {
+            // A request's answer is counted last in its logging.
+            let m = g.metrics().await;
+            let answered: f64 = m
+                .lines()
+                .filter(|l| l.starts_with("gantry_requests_total{") && l.contains("pool=\"p\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            answered == 20.0
+        },
+    )
+    .await;
+    let m = g.metrics().await;
     let line = |prefix: &str| {
         m.lines()
             .find(|l| l.starts_with(prefix))

@@ -143,27 +143,43 @@ async fn hot_reload_applies_valid_edits_and_keeps_the_policy_on_invalid_ones() {
     up.wait_up("hr", 1, 20).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scale_from_zero_holds_the_first_request_until_a_worker_is_ready() {
-    let extra = "min: 1\nmax: 2\nscale_to_zero: {after: 1s, hold_timeout: 10s}\n";
-    let up = Gantry::up(&config("zl", 5))
-        .policy("zl.yaml", &policy("zl", extra))
+/// `gantry up` with pool `pool` (min 1, max 2, `extra`), once it has scaled
+/// to zero (after 1 s idle) and `also` holds.
+async fn at_zero(pool: &str, extra: &str, also: impl Fn(&Gantry) -> bool) -> Gantry {
+    let text = format!("min: 1\nmax: 2\nscale_to_zero: {{after: 1s, hold_timeout: 10s}}\n{extra}");
+    let up = Gantry::up(&config(pool, 5))
+        .policy(&format!("{pool}.yaml"), &policy(pool, &text))
         .start()
         .await;
-    let up_ref = &up;
+    let (up_ref, also) = (&up, &also);
+    let idle = format!("{pool} 1 -> 0: idle");
+    let idle = &idle;
     up.until("scale to zero", Duration::from_secs(20), || async move {
-        up_ref.log().contains("zl 1 -> 0: idle") && up_ref.members("zl").await.is_empty()
+        up_ref.log().contains(idle.as_str())
+            && up_ref.members(pool).await.is_empty()
+            && also(up_ref)
     })
     .await;
-    let start = Instant::now();
+    up
+}
+
+/// POSTs an analysis through `up`: 200 expected.
+async fn analyze(up: &Gantry) {
     let r = client()
         .post(format!("{}/v1/analyze", up.url))
         .body("{}")
         .send()
         .await
         .unwrap();
-    let took = start.elapsed();
     assert_eq!(r.status(), 200, "{}", up.tail());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_from_zero_holds_the_first_request_until_a_worker_is_ready() {
+    let up = at_zero("zl", "", |_| true).await;
+    let start = Instant::now();
+    analyze(&up).await;
+    let took = start.elapsed();
     // How long it took is measured by `make bench-scaler`, not asserted here.
     eprintln!("scale from zero, local fake worker: first response after {took:?}");
 }
@@ -173,32 +189,13 @@ async fn scale_from_zero_holds_the_first_request_until_a_worker_is_ready() {
 /// place, and `gantry status` shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_zero_the_first_request_is_served_by_the_warm_spare() {
-    let extra = "min: 1\nmax: 2\nwarm: 1\nscale_to_zero: {after: 1s, hold_timeout: 10s}\n";
-    let up = Gantry::up(&config("wl", 5))
-        .policy("wl.yaml", &policy("wl", extra))
-        .start()
-        .await;
-    let up_ref = &up;
-    up.until(
-        "zero replicas, a ready spare",
-        Duration::from_secs(20),
-        || async move {
-            let log = up_ref.log();
-            log.contains("wl 1 -> 0: idle")
-                && log.contains("Warm spare ready")
-                && up_ref.members("wl").await.is_empty()
-                && workers(up_ref).len() == 1
-        },
-    )
+    let up = at_zero("wl", "warm: 1\n", |up| {
+        up.log().contains("Warm spare ready") && workers(up).len() == 1
+    })
     .await;
     let spare = workers(&up)[0];
-    let r = client()
-        .post(format!("{}/v1/analyze", up.url))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", up.tail());
+    analyze(&up).await;
+    let up_ref = &up;
     let log = up.log();
     let promoted = log.lines().find(|l| l.contains("Warm spare promoted"));
     assert!(

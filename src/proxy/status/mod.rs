@@ -278,6 +278,7 @@ fn scaler(view: &dyn crate::admin::ScalerView) -> ScalerStatus {
                 current: last.map_or(0, |d| d.from),
                 ready: last.map_or(0, |d| d.ready),
                 warm: last.map_or(0, |d| d.warm),
+                leader: j.leader.clone(),
                 policy: policies.in_force.get(&name).cloned(),
                 starts: j.starts,
                 decisions: j

@@ -60,6 +60,7 @@ fn rig_on(
         metrics: metrics.clone(),
         clock: Arc::new(SystemClock),
         journal: journal::Journal::new(),
+        leader: crate::scaler::lease::Leader::alone(),
     };
     let journal = parts.journal.clone();
     let (policy, rx) = watch::channel(Arc::new(policy_for(pool, yaml)));

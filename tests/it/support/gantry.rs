@@ -122,6 +122,11 @@ impl Gantry {
     /// `gantry scaler` for this proxy: its config and policies, through its admin API, with
     /// a status listener of its own (in [`Gantry::admin`]); logs to `scaler.log`. Not waited for.
     pub fn scaler(&self) -> Gantry {
+        self.scaler_logging_to("scaler.log")
+    }
+
+    /// [`Gantry::scaler`], logging to `log` in the same directory (for a second scaler).
+    pub fn scaler_logging_to(&self, log: &str) -> Gantry {
         let status = format!("127.0.0.1:{}", free_port());
         let mut args = self.args.clone();
         args[0] = "scaler".into();
@@ -134,7 +139,7 @@ impl Gantry {
             dir: self.dir.clone(),
             args,
             env: self.env.clone(),
-            log: self.dir.path().join("scaler.log"),
+            log: self.dir.path().join(log),
             traffic: false,
         };
         g.respawn();
