@@ -5,8 +5,9 @@
 //! `SET key <me> NX PX ttl` takes it, a compare-and-`PEXPIRE` script renews
 //! it every third of the ttl, a compare-and-`DEL` script releases it on
 //! shutdown. Only the holder's loops act (list, adopt, start, stop); the
-//! others stand by, try again every third of the ttl, and so take over
-//! within the ttl of a leader that dies without releasing.
+//! others stand by and try again every [`STANDBY_RETRY`] (or third of the
+//! ttl, if shorter), so they take over within that of a leader that stops,
+//! and within the ttl of one that dies without releasing.
 //!
 //! **Invariant:** a process acts only while its own clock says the lease is
 //! still its: from a confirmed take or renewal it counts two thirds of the
@@ -26,6 +27,12 @@ use tokio::time::Instant;
 use super::config::LeaseConfig;
 use crate::admin::Leadership;
 
+/// How often a standby tries to take the lease (at most: a third of the ttl if shorter).
+pub const STANDBY_RETRY: Duration = Duration::from_secs(1);
+
+/// Longest a stopping scaler waits for its lease to be released.
+const RELEASE_WAIT: Duration = Duration::from_secs(3);
+
 /// Renews the lease only if this process still holds it.
 const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
                      return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
@@ -38,6 +45,8 @@ const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 pub struct Leader {
     until: watch::Receiver<Option<Instant>>,
     view: watch::Receiver<Leadership>,
+    /// Turns true once the lease task has stopped (and released what it held).
+    done: watch::Receiver<bool>,
 }
 
 impl Leader {
@@ -51,7 +60,15 @@ impl Leader {
                 ..Leadership::default()
             })
             .1,
+            done: watch::channel(true).1,
         }
+    }
+
+    /// Waits (a few seconds at most) until the lease is released after
+    /// shutdown, so the process does not exit with the key still held.
+    pub async fn released(&self) {
+        let mut done = self.done.clone();
+        let _ = tokio::time::timeout(RELEASE_WAIT, done.wait_for(|d| *d)).await;
     }
 
     /// Whether this process holds the lease now.
@@ -153,6 +170,7 @@ impl Lease {
     /// Competes for the lease until `shutdown`, then releases it if held.
     pub fn spawn(self, mut shutdown: watch::Receiver<bool>) -> Leader {
         let (until_tx, until) = watch::channel(None);
+        let (done_tx, done) = watch::channel(false);
         let (view_tx, view) = watch::channel(Leadership {
             me: self.me.clone(),
             leading: false,
@@ -205,8 +223,13 @@ impl Lease {
                     leading: now_leading,
                     leader,
                 });
+                let pause = if now_leading {
+                    every
+                } else {
+                    every.min(STANDBY_RETRY)
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep_until(sent + every) => {}
+                    _ = tokio::time::sleep_until(sent + pause) => {}
                     _ = crate::proxy::tasks::stopping(&mut shutdown) => break,
                 }
             }
@@ -214,8 +237,9 @@ impl Lease {
             if deadline.is_some() {
                 lease.release().await;
             }
+            done_tx.send_replace(true);
         });
-        Leader { until, view }
+        Leader { until, view, done }
     }
 }
 

@@ -116,6 +116,8 @@ impl Scaler {
         while loops.join_next().await.is_some() {}
         // Every loop has stopped: nothing starts a replica any more.
         self.parts.runtime.shutdown().await;
+        // A standby may take over at once instead of after the lease's ttl.
+        self.parts.leader.released().await;
     }
 
     /// Reads the directory: new pools get a loop, changed policies are sent
