@@ -184,6 +184,8 @@ impl Lease {
             let mut deadline: Option<Instant> = None;
             // Redis failures are logged once until it answers again.
             let mut failing = false;
+            // The role last logged: the first round logs it too.
+            let mut said: Option<bool> = None;
             tracing::info!(key = %lease.key, me = %lease.me, ttl = ?lease.ttl, "Competing for the scaler lease");
             loop {
                 let sent = Instant::now();
@@ -211,11 +213,12 @@ impl Lease {
                 } else {
                     lease.holder().await
                 };
-                if now_leading != leading {
+                if said != Some(now_leading) {
+                    said = Some(now_leading);
                     if now_leading {
                         tracing::info!(me = %lease.me, "Leading: this scaler acts");
                     } else {
-                        tracing::warn!(me = %lease.me, leader = ?leader, "Standing by: another scaler leads (or Redis is unreachable)");
+                        tracing::info!(me = %lease.me, leader = ?leader, "Standing by: another scaler leads (or Redis is unreachable)");
                     }
                 }
                 view_tx.send_replace(Leadership {

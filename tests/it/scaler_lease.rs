@@ -92,6 +92,7 @@ async fn only_the_lease_holder_acts_and_the_standby_takes_over() {
         leader_id,
         "the standby names the leader"
     );
+    assert!(standby.log().contains("Standing by"), "{}", standby.tail());
     takeover(&proxy, leader, standby, Kill::Crash).await;
 }
 
