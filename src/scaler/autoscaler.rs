@@ -29,9 +29,13 @@
 //! add is an HTTP request that aborting the task does not recall) is removed
 //! after that add lands, never before; a stopped replica is never re-added.
 //!
-//! With `scaler.lease`, a loop whose process does not hold the lease skips
-//! its ticks: the standby neither lists nor acts, and on taking over it
-//! adopts what the old leader left, like a restarted scaler ([`super::lease`]).
+//! With `scaler.lease`, a loop whose process does not hold the lease only
+//! mirrors: it lists the runtime and keeps its own proxy's pool in step with
+//! the leader's replicas (a ready one joins through the usual admission, a
+//! vanished one leaves), but never decides, starts, promotes or stops
+//! anything, nor counts a failure; with a shared runtime (Docker) several
+//! proxies so serve one scaler's replicas. On taking over it already tracks
+//! them and adopts the rest, like a restarted scaler ([`super::lease`]).
 //!
 //! Warm spares (the policy's `warm`) are replicas started ahead and kept
 //! outside the pool, not counted: each tick tops them up to
@@ -353,6 +357,7 @@ impl Autoscaler {
         let leader = &self.parts.leader;
         self.parts.journal.set_leader(&self.pool, leader.view());
         if !leader.leading() {
+            self.mirror().await;
             return;
         }
         let now = Instant::now();
@@ -407,6 +412,48 @@ impl Autoscaler {
             Direction::Hold => {}
         }
         self.keep_spares(now).await;
+    }
+
+    /// Standby: keeps this proxy's pool in step with the runtime's serving
+    /// replicas (the leader's), without acting on the runtime.
+    async fn mirror(&mut self) {
+        let listed = match self.parts.runtime.list(&self.pool).await {
+            Ok(l) => l.serving,
+            Err(e) => {
+                tracing::debug!(pool = %self.pool, error = %e, "Standby: runtime unreachable");
+                return;
+            }
+        };
+        // Spares are the leader's to keep: not tracked here.
+        self.spares.clear();
+        let gone: Vec<String> = self
+            .replicas
+            .keys()
+            .filter(|id| !listed.iter().any(|r| &r.id == *id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.forget(&id).await;
+        }
+        for r in listed {
+            if !self.replicas.contains_key(&r.id) {
+                tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Standby: following the leader's replica");
+                self.track_starting(r, Instant::now(), "mirror");
+            }
+        }
+    }
+
+    /// Standby: a replica the leader stopped (or that died) leaves this
+    /// proxy's pool; nothing is stopped or counted.
+    async fn forget(&mut self, id: &str) {
+        let Some(t) = self.replicas.remove(id) else {
+            return;
+        };
+        t.admission.close().await;
+        if let Err(e) = self.parts.control.remove(&self.pool, t.replica.addr).await {
+            tracing::warn!(pool = %self.pool, error = %e, "Cannot remove a replica from the pool");
+        }
+        tracing::info!(pool = %self.pool, replica = %id, addr = %t.replica.addr, "Standby: the leader's replica is gone; out of this proxy's pool");
     }
 
     /// Starts or stops warm spares to have `min(warm, max - current)`.
@@ -893,6 +940,7 @@ impl Autoscaler {
                     .replicas
                     .get(&r.id)
                     .is_none_or(|t| t.phase != Phase::Starting) => {}
+            Done::NotReady(r, _) if !self.parts.leader.leading() => self.forget(&r.id).await,
             Done::NotReady(r, why) => {
                 m::ACTIONS
                     .with_label_values(&[&self.pool, "start", "error"])
@@ -926,6 +974,11 @@ impl Autoscaler {
     /// A replica died on its own: out of the pool at once, and cleaned up;
     /// a failed start if it had not been ready for [`START_WINDOW`].
     async fn on_death(&mut self, r: Replica, reason: &str) {
+        if !self.parts.leader.leading() {
+            // The leader's to replace; this proxy only stops sending to it.
+            self.forget(&r.id).await;
+            return;
+        }
         if let Some(spare) = self.spares.get(&r.id) {
             let lived = spare.since.elapsed();
             tracing::warn!(pool = %self.pool, replica = %r.id, reason = %reason, "Warm spare died");

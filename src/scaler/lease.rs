@@ -4,8 +4,9 @@
 //! `gantry scaler`) tries to hold the key `gantry:scaler-lease:<deployment>`:
 //! `SET key <me> NX PX ttl` takes it, a compare-and-`PEXPIRE` script renews
 //! it every third of the ttl, a compare-and-`DEL` script releases it on
-//! shutdown. Only the holder's loops act (list, adopt, start, stop); the
-//! others stand by and try again every [`STANDBY_RETRY`] (or third of the
+//! shutdown. Only the holder's loops act (decide, start, stop); the others
+//! stand by (their loops only mirror the runtime into their own proxy's
+//! pool) and try again every [`STANDBY_RETRY`] (or third of the
 //! ttl, if shorter), so they take over within that of a leader that stops,
 //! and within the ttl of one that dies without releasing.
 //!

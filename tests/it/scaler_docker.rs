@@ -247,3 +247,43 @@ fn compose_file_is_valid() {
     assert!(!out.status.success(), "compose ran without an admin token");
     assert!(String::from_utf8_lossy(&out.stderr).contains("GANTRY_ADMIN_TOKEN"));
 }
+
+/// Two `gantry up` proxies of one deployment share a lease (real Redis): the
+/// leader starts the containers, the standby's proxy serves them too without
+/// starting any, and when the leader is killed the standby takes over and
+/// adopts them: no container is added or replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_one_scaler_in_charge_share_the_containers() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (image, _) = worker_image();
+    let (pool, network, _guard) = names("dl");
+    let redis = crate::support::redis_server::RedisServer::start();
+    let lease = format!("  lease: {{redis: '{}', ttl: 1s}}\n", redis.url());
+    let yaml = config(&pool, &image, &network) + &lease;
+    let policy = policy(&pool, "min: 2\nmax: 3\n");
+    let mut a = Gantry::up(&yaml).policy("p.yaml", &policy).start().await;
+    a.wait_up(&pool, 2, 60).await;
+    let b = Gantry::up(&yaml).policy("p.yaml", &policy).start().await;
+    b.wait_up(&pool, 2, 60).await;
+    let ids = containers(&pool);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let r = client()
+        .post(format!("{}/v1/analyze", b.url))
+        .body(BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", b.tail());
+    assert!(b.log().contains("Standby: following"), "{}", b.tail());
+    assert!(!b.log().contains("Replica started"), "{}", b.tail());
+
+    a.crash();
+    let (b_ref, pool_ref) = (&b, &pool);
+    b.until("b leads", Duration::from_secs(30), || async move {
+        b_ref.log().contains("Leading: this scaler acts") && b_ref.count_up(pool_ref).await == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(containers(&pool), ids, "containers changed on takeover");
+    assert!(!b.log().contains("Replica started"), "{}", b.tail());
+}
