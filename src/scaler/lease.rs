@@ -65,6 +65,20 @@ impl Leader {
         }
     }
 
+    /// Never in charge: another process holds the lease (for tests of the standby).
+    pub fn standby() -> Leader {
+        Leader {
+            until: watch::channel(None).1,
+            view: watch::channel(Leadership {
+                me: "standby".into(),
+                leading: false,
+                leader: Some("elsewhere".into()),
+            })
+            .1,
+            done: watch::channel(true).1,
+        }
+    }
+
     /// Waits (a few seconds at most) until the lease is released after
     /// shutdown, so the process does not exit with the key still held.
     pub async fn released(&self) {

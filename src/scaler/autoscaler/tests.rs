@@ -40,12 +40,34 @@ fn rig_with(pool: &str, yaml: &str, runtime: Arc<FakeRuntime>) -> Rig {
     rig_on(pool, yaml, runtime, |pools| Arc::new(InProcess::new(pools)))
 }
 
+/// [`rig_with`] for a loop whose process does not hold the lease.
+fn standby_rig(pool: &str, yaml: &str, runtime: Arc<FakeRuntime>) -> Rig {
+    rig_as(
+        pool,
+        yaml,
+        runtime,
+        |pools| Arc::new(InProcess::new(pools)),
+        crate::scaler::lease::Leader::standby(),
+    )
+}
+
 /// [`rig_with`], reaching the pools through the control `control` makes of them.
 fn rig_on(
     pool: &str,
     yaml: &str,
     runtime: Arc<FakeRuntime>,
     control: impl FnOnce(Arc<Pools>) -> Arc<dyn PoolControl>,
+) -> Rig {
+    let leader = crate::scaler::lease::Leader::alone();
+    rig_as(pool, yaml, runtime, control, leader)
+}
+
+fn rig_as(
+    pool: &str,
+    yaml: &str,
+    runtime: Arc<FakeRuntime>,
+    control: impl FnOnce(Arc<Pools>) -> Arc<dyn PoolControl>,
+    leader: crate::scaler::lease::Leader,
 ) -> Rig {
     let config = crate::config::from_str(
         Path::new("g.yaml"),
@@ -60,7 +82,7 @@ fn rig_on(
         metrics: metrics.clone(),
         clock: Arc::new(SystemClock),
         journal: journal::Journal::new(),
-        leader: crate::scaler::lease::Leader::alone(),
+        leader,
     };
     let journal = parts.journal.clone();
     let (policy, rx) = watch::channel(Arc::new(policy_for(pool, yaml)));
@@ -566,5 +588,33 @@ async fn spares_that_die_young_back_off_like_failed_starts() {
         "{last:?}"
     );
     assert_eq!(r.in_pool(), 1, "the serving replica was touched");
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_standby_mirrors_the_leaders_replicas_and_never_acts() {
+    let runtime = Arc::new(FakeRuntime::new());
+    let a = runtime.plant("standby");
+    runtime.plant("standby");
+    runtime.plant_spare("standby");
+    let r = standby_rig("standby", "min: 3\nmax: 4\nwarm: 1\n", runtime);
+    until("the leader's two replicas in this pool", || {
+        r.in_pool() == 2
+    })
+    .await;
+    // Below min, a spare to promote: a leader would act; a standby does not.
+    r.runtime.kill(&a.id);
+    until("the dead one out of the pool", || r.in_pool() == 1).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(r.in_pool(), 1);
+    assert!(r.log().is_empty(), "the standby acted: {:?}", r.log());
+    let j = r.journal.snapshot();
+    let pool = j.get("standby").unwrap();
+    assert!(pool.decisions.is_empty(), "{:?}", pool.decisions);
+    assert_eq!(
+        pool.starts.failures_total, 0,
+        "a death counted as a failure"
+    );
+    assert_eq!(pool.leader.as_ref().map(|l| l.leading), Some(false));
     r.stop().await;
 }
