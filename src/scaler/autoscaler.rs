@@ -351,8 +351,8 @@ impl Autoscaler {
         p.hold.set(hold);
     }
 
-    /// One evaluation: sync, observe, decide, act; nothing while another
-    /// scaler holds the lease (the standby neither lists, decides nor acts).
+    /// One evaluation: sync, observe, decide, act; while another scaler
+    /// holds the lease, only [`Autoscaler::mirror`].
     async fn tick(&mut self) {
         let leader = &self.parts.leader;
         self.parts.journal.set_leader(&self.pool, leader.view());
@@ -491,14 +491,12 @@ impl Autoscaler {
         let timeout = self.policy.ready_timeout;
         let replica = r.clone();
         self.tasks.spawn(async move {
-            let deadline = since + timeout;
-            while !runtime.ready(&replica).await {
-                if Instant::now() >= deadline {
-                    return Done::SpareNotReady(replica, format!("not ready within {timeout:?}"));
+            match wait_ready(&*runtime, &replica, since + timeout, || false).await {
+                Wait::Ready | Wait::Withdrawn => Done::SpareReady(replica),
+                Wait::TimedOut => {
+                    Done::SpareNotReady(replica, format!("not ready within {timeout:?}"))
                 }
-                tokio::time::sleep(READY_POLL).await;
             }
-            Done::SpareReady(replica)
         });
         self.spares.insert(
             r.id.clone(),
@@ -622,7 +620,6 @@ impl Autoscaler {
         for r in gone {
             self.on_death(r, "gone from the runtime").await;
         }
-        let listed_ids: Vec<String> = listed.iter().map(|r| r.id.clone()).collect();
         for r in listed {
             if !self.replicas.contains_key(&r.id) {
                 // A spare promoted behind our back (by an earlier run) serves now.
@@ -635,7 +632,6 @@ impl Autoscaler {
             .spares
             .values()
             .filter(|s| !warm.iter().any(|r| r.id == s.replica.id))
-            .filter(|s| !listed_ids.contains(&s.replica.id))
             .map(|s| s.replica.clone())
             .collect();
         for r in vanished {
@@ -805,18 +801,12 @@ impl Autoscaler {
         let admission = Admission::default();
         let gate = admission.clone();
         self.tasks.spawn(async move {
-            let deadline = since + timeout;
-            loop {
-                if gate.closed() {
-                    return Done::Withdrawn(replica);
+            match wait_ready(&*runtime, &replica, since + timeout, || gate.closed()).await {
+                Wait::Ready => {}
+                Wait::Withdrawn => return Done::Withdrawn(replica),
+                Wait::TimedOut => {
+                    return Done::NotReady(replica, format!("not ready within {timeout:?}"))
                 }
-                if runtime.ready(&replica).await {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Done::NotReady(replica, format!("not ready within {timeout:?}"));
-                }
-                tokio::time::sleep(READY_POLL).await;
             }
             let closed = gate.0.lock().await;
             if *closed {
@@ -1080,6 +1070,37 @@ impl Autoscaler {
             message,
             repeats: 1,
         });
+    }
+}
+
+/// How waiting for a replica's `/ready` ended.
+enum Wait {
+    Ready,
+    /// `withdrawn` turned true first.
+    Withdrawn,
+    /// Not ready by the deadline.
+    TimedOut,
+}
+
+/// Probes `replica`'s `/ready` every [`READY_POLL`] until it answers, the
+/// deadline passes, or `withdrawn` says to stop.
+async fn wait_ready(
+    runtime: &dyn Runtime,
+    replica: &Replica,
+    deadline: Instant,
+    withdrawn: impl Fn() -> bool,
+) -> Wait {
+    loop {
+        if withdrawn() {
+            return Wait::Withdrawn;
+        }
+        if runtime.ready(replica).await {
+            return Wait::Ready;
+        }
+        if Instant::now() >= deadline {
+            return Wait::TimedOut;
+        }
+        tokio::time::sleep(READY_POLL).await;
     }
 }
 
