@@ -402,15 +402,9 @@ pub fn validate(raw: RawCache, src: &Source, errors: &mut Vec<ConfigError>) -> C
         let plain = url
             .strip_prefix("rediss://")
             .map(|rest| format!("redis://{rest}"));
-        let parsed = match plain.as_deref().unwrap_or(url) {
-            u if u.starts_with("redis://") => fred::types::config::Config::from_url(u).map(|_| ()),
-            _ => Err(fred::error::Error::new(
-                fred::error::ErrorKind::Config,
-                "expected redis://host:port[/db] or rediss://",
-            )),
-        };
-        if let Err(e) = parsed {
-            errors.push(src.error("cache.redis.url", format!("not a Redis URL: {e}")));
+        let expected = "expected redis://host:port[/db] or rediss://";
+        if let Some(why) = redis_url_problem(plain.as_deref().unwrap_or(url), expected) {
+            errors.push(src.error("cache.redis.url", why));
         }
         if plain.is_some() || r.tls.is_some() {
             tls = Some(redis_tls(r.tls.as_ref(), src, errors));
@@ -573,6 +567,19 @@ fn default_ttl() -> Duration {
 }
 fn default_methods() -> Vec<String> {
     vec!["GET".into(), "POST".into()]
+}
+
+/// Why `url` is not a plain `redis://` URL fred can use (`expected` says
+/// what is accepted), or `None` when it is one.
+pub fn redis_url_problem(url: &str, expected: &'static str) -> Option<String> {
+    let parsed = match url {
+        u if u.starts_with("redis://") => fred::types::config::Config::from_url(u).map(|_| ()),
+        _ => Err(fred::error::Error::new(
+            fred::error::ErrorKind::Config,
+            expected,
+        )),
+    };
+    parsed.err().map(|e| format!("not a Redis URL: {e}"))
 }
 
 #[cfg(test)]

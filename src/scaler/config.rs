@@ -235,15 +235,10 @@ pub fn check(config: &ScalerConfig, src: &Source, errors: &mut Vec<ConfigError>)
         errors.push(src.error("scaler.docker.user", msg));
     }
     if let Some(lease) = &config.lease {
-        let parsed = match lease.redis.as_str() {
-            u if u.starts_with("redis://") => fred::prelude::Config::from_url(u).map(|_| ()),
-            _ => Err(fred::error::Error::new(
-                fred::error::ErrorKind::Config,
-                "expected redis://[user:password@]host:port[/db] (TLS is not supported here yet)",
-            )),
-        };
-        if let Err(e) = parsed {
-            errors.push(src.error("scaler.lease.redis", format!("not a Redis URL: {e}")));
+        let expected =
+            "expected redis://[user:password@]host:port[/db] (TLS is not supported here yet)";
+        if let Some(why) = crate::cache::config::redis_url_problem(&lease.redis, expected) {
+            errors.push(src.error("scaler.lease.redis", why));
         }
         if lease.ttl < std::time::Duration::from_secs(1) {
             errors.push(src.error("scaler.lease.ttl", "must be at least 1s"));
