@@ -8,7 +8,7 @@ ORT_LIB := $(ORT_DIR)/libonnxruntime.so
 
 include models/model.mk
 
-.PHONY: run test test-faults build release onnxruntime deps deps-test bench-proxy bench-cache soak clean-containers fmt lint
+.PHONY: run test test-faults test-swarm build release onnxruntime deps deps-test bench-proxy bench-cache soak clean-containers fmt lint
 
 # System packages (cmake for Pingora's zlib-ng, ...): installed when missing, or the command to run is printed.
 deps:
@@ -84,11 +84,12 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # Removes what this checkout's tests left behind, and only that: the containers
-# and networks of its test-only deployments (scaler.deployment in tests/it, see
+# services, containers and networks of its test-only deployments (scaler.deployment in tests/it, see
 # tests/it/support/docker.rs). Your own deployments carry their own
 # gantry.deployment label and are never touched, nor are another checkout's tests.
 clean-containers:
 	-for d in $(TEST_DEPLOYMENT) $(TEST_DEPLOYMENT)-peer; do \
+	  docker service ls -q --filter label=gantry.managed=true --filter label=gantry.deployment=$$d 2>/dev/null | xargs -r docker service rm; \
 	  docker ps -aq --filter label=gantry.managed=true --filter label=gantry.deployment=$$d | xargs -r docker rm -f; \
 	  docker network ls -q --filter label=gantry.managed=true --filter label=gantry.deployment=$$d | xargs -r docker network rm; \
 	done
@@ -185,6 +186,14 @@ down:
 
 # The stack for real: up with the test worker image, traffic, checks, down (tests/it/compose.rs;
 # `make test` runs it too, about 40 s).
+# The Swarm runtime against a real one-node swarm (joined for the run if the
+# engine is in none, and left after); also part of `make test`.
+test-swarm: deps-test onnxruntime
+	$(CARGO) build --all-targets
+	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
+	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) GANTRY_TEST_DEPLOYMENT=$(TEST_DEPLOYMENT) \
+	  $(CARGO) test --test it scaler_swarm:: -- --nocapture --test-threads=1
+
 test-compose: deps-test onnxruntime
 	$(CARGO) build --bins
 	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)

@@ -248,6 +248,11 @@ pub struct Autoscaler {
     starts: Starts,
     /// No replica of this loop has been ready yet: requests are held.
     warming: bool,
+    /// A counting runtime's replica count (Swarm's), from the last listing
+    /// or our last change; `None`: the tracked replicas are the count.
+    desired: Option<u32>,
+    /// The policy asks for warm spares that this runtime cannot keep (said once).
+    said_no_spares: bool,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -279,6 +284,8 @@ impl Autoscaler {
             backoff: Backoff::new(MAX_BACKOFF),
             starts: Starts::default(),
             warming: true,
+            desired: None,
+            said_no_spares: false,
             shutdown,
         }
     }
@@ -395,7 +402,9 @@ impl Autoscaler {
             unix_secs: self.parts.clock.unix_secs(),
         };
         let fleet = Fleet {
-            current: self.count(|p| p != Phase::Draining),
+            current: self
+                .desired
+                .unwrap_or_else(|| self.count(|p| p != Phase::Draining)),
             ready: ready.len() as u32,
             history: self.history.clone(),
         };
@@ -407,6 +416,9 @@ impl Autoscaler {
         }
         match d.direction() {
             Direction::Up if self.starts.backoff.active(now) => {}
+            Direction::Up | Direction::Down if self.desired.is_some() => {
+                self.set_count(d.from, d.to, now).await
+            }
             Direction::Up => self.scale_up(d.to - d.from, now).await,
             Direction::Down => self.scale_down(d.from - d.to, &members),
             Direction::Hold => {}
@@ -458,6 +470,14 @@ impl Autoscaler {
 
     /// Starts or stops warm spares to have `min(warm, max - current)`.
     async fn keep_spares(&mut self, now: Instant) {
+        if self.desired.is_some() {
+            if self.policy.warm > 0 && !self.said_no_spares {
+                self.said_no_spares = true;
+                let runtime = self.parts.runtime.name();
+                tracing::warn!(pool = %self.pool, runtime, "The policy's `warm` is ignored: this runtime keeps no warm spares");
+            }
+            return;
+        }
         let current = self.count(|p| p != Phase::Draining);
         let want = self
             .policy
@@ -592,6 +612,7 @@ impl Autoscaler {
         let Listing {
             serving: listed,
             warm,
+            desired,
         } = match self.parts.runtime.list(&self.pool).await {
             Ok(l) => l,
             Err(e) => {
@@ -601,6 +622,7 @@ impl Autoscaler {
             }
         };
         self.backoff.ok();
+        self.desired = desired;
         // Deaths already reported carry their reason: take them before
         // calling the rest of the missing replicas merely gone.
         loop {
@@ -618,7 +640,14 @@ impl Autoscaler {
             .map(|t| t.replica.clone())
             .collect();
         for r in gone {
-            self.on_death(r, "gone from the runtime").await;
+            if self.desired.is_some() {
+                // The runtime's pick of a scale-down, or a dead replica it
+                // replaces itself: out of the pool, its requests drained.
+                tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Replica left the runtime (scaled away or replaced there)");
+                self.drain(&r.id);
+            } else {
+                self.on_death(r, "gone from the runtime").await;
+            }
         }
         for r in listed {
             if !self.replicas.contains_key(&r.id) {
@@ -641,6 +670,41 @@ impl Autoscaler {
             if !self.spares.contains_key(&r.id) && !self.retiring.contains(&r.id) {
                 tracing::info!(pool = %self.pool, replica = %r.id, addr = %r.addr, "Adopting warm spare");
                 self.track_spare(r, Instant::now());
+            }
+        }
+    }
+
+    /// A counting runtime: sets its replica count `from` -> `to`; the
+    /// replicas it starts are adopted by the next listings, those it stops
+    /// leave with them. A conflict (someone else changed the count since it
+    /// was read) is left for the next round to re-read and decide again.
+    async fn set_count(&mut self, from: u32, to: u32, now: Instant) {
+        let action = if to > from { "start" } else { "stop" };
+        match self.parts.runtime.scale(&self.spec(), to).await {
+            Ok(()) => {
+                self.desired = Some(to);
+                m::ACTIONS
+                    .with_label_values(&[&self.pool, action, "ok"])
+                    .inc_by(u64::from(from.abs_diff(to)));
+                tracing::info!(pool = %self.pool, from, to, runtime = self.parts.runtime.name(), "Replica count set");
+            }
+            Err(RuntimeError::Conflict(e)) => {
+                tracing::info!(pool = %self.pool, error = %e, "The replica count changed elsewhere; re-reading it next round");
+            }
+            Err(RuntimeError::Unreachable(e)) => {
+                let delay = self.backoff.fail(now);
+                tracing::warn!(pool = %self.pool, error = %e, retry_in = ?delay, "Runtime unreachable: cannot set the replica count");
+            }
+            Err(e) => {
+                m::ACTIONS
+                    .with_label_values(&[&self.pool, action, "error"])
+                    .inc();
+                if to > from {
+                    self.start_failed(format!("cannot set the replica count to {to}: {e}"), now);
+                } else {
+                    let delay = self.backoff.fail(now);
+                    tracing::error!(pool = %self.pool, error = %e, retry_in = ?delay, "Cannot set the replica count");
+                }
             }
         }
     }

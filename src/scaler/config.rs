@@ -21,7 +21,8 @@ pub struct ScalerConfig {
     /// Directory of policy files, one per pool; relative to the working directory. Default `policies`.
     #[serde(default = "default_policies")]
     pub policies: PathBuf,
-    /// Where replicas run: `local` (child processes) or `docker`. Default `local`.
+    /// Where replicas run: `local` (child processes), `docker` (containers)
+    /// or `swarm` (a Docker Swarm service per pool). Default `local`.
     #[serde(default)]
     pub runtime: RuntimeKind,
     /// Name of this deployment, the `gantry.deployment` label of every
@@ -37,9 +38,13 @@ pub struct ScalerConfig {
     /// Settings of the local-process runtime.
     #[serde(default)]
     pub local: LocalConfig,
-    /// Settings of the Docker runtime.
+    /// Settings of the Docker runtime; the Swarm runtime's tasks take their
+    /// image, port, command, environment and user from here too.
     #[serde(default)]
     pub docker: DockerConfig,
+    /// Settings of the Swarm runtime.
+    #[serde(default)]
+    pub swarm: SwarmConfig,
     /// One scaler in charge when several processes run the scaler of this
     /// deployment: they compete for a lease in Redis and only its holder acts.
     /// Absent: every process acts (run one scaler per deployment).
@@ -68,6 +73,30 @@ pub enum RuntimeKind {
     Local,
     /// Containers through the Docker Engine API.
     Docker,
+    /// A Docker Swarm service per pool, scaled by its replica count.
+    Swarm,
+}
+
+/// A Swarm service per pool (see `scaler::runtime::swarm`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// Overlay network the tasks join (created, attachable, if missing). Default `gantry-swarm`.
+    #[serde(default = "default_swarm_network")]
+    pub network: String,
+    /// Time a task gets to finish its requests between SIGTERM and SIGKILL
+    /// when the service shrinks. Default 30s.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub stop_grace_period: std::time::Duration,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            network: default_swarm_network(),
+            stop_grace_period: default_grace(),
+        }
+    }
 }
 
 /// Local processes.
@@ -234,6 +263,9 @@ pub fn check(config: &ScalerConfig, src: &Source, errors: &mut Vec<ConfigError>)
         let msg = "must name a user other than root, like `65534:65534`";
         errors.push(src.error("scaler.docker.user", msg));
     }
+    if config.swarm.network.trim().is_empty() {
+        errors.push(src.error("scaler.swarm.network", "must name a network"));
+    }
     if let Some(lease) = &config.lease {
         let expected =
             "expected redis://[user:password@]host:port[/db] (TLS is not supported here yet)";
@@ -244,6 +276,13 @@ pub fn check(config: &ScalerConfig, src: &Source, errors: &mut Vec<ConfigError>)
             errors.push(src.error("scaler.lease.ttl", "must be at least 1s"));
         }
     }
+}
+
+fn default_swarm_network() -> String {
+    "gantry-swarm".into()
+}
+fn default_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 fn default_lease_ttl() -> std::time::Duration {
@@ -303,6 +342,8 @@ mod tests {
         assert_eq!(c.local.args, default_local_args());
         assert_eq!((c.docker.port, c.docker.publish), (8000, true));
         assert_eq!(c.docker.user, "65534:65534");
+        assert_eq!(c.swarm, SwarmConfig::default());
+        assert_eq!(c.swarm.network, "gantry-swarm");
         assert_eq!(c.deployment, None);
     }
 
@@ -367,6 +408,14 @@ mod tests {
                 "g.yaml:6:5: scaler.docker.port: must be a port number",
                 "g.yaml:7:5: scaler.docker.user: must name a user other than root, like `65534:65534`",
             ]
+        );
+        let (c, errors) =
+            load("scaler:\n  runtime: swarm\n  swarm: {network: '', stop_grace_period: 5s}\n");
+        assert_eq!(c.runtime, RuntimeKind::Swarm);
+        assert_eq!(c.swarm.stop_grace_period, std::time::Duration::from_secs(5));
+        assert_eq!(
+            errors,
+            ["g.yaml:3:11: scaler.swarm.network: must name a network"]
         );
         let (_, errors) = load("scaler:\n  docker: {network: host}\n");
         assert_eq!(

@@ -215,6 +215,14 @@ pub fn parts(
             tracing::info!(deployment = %config.deployment(), "Docker runtime: managing this deployment's containers");
             d
         }
+        config::RuntimeKind::Swarm => {
+            tracing::info!(deployment = %config.deployment(), "Swarm runtime: a service per pool");
+            Arc::new(runtime::swarm::SwarmRuntime::new(
+                config.docker.clone(),
+                config.swarm.clone(),
+                config.deployment(),
+            ))
+        }
     };
     let metrics = Arc::new(observe::Observer::new(control.clone(), runtime.clone()));
     Ok(Parts {

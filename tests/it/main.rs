@@ -22,6 +22,7 @@ mod scaler_docker_runtime;
 mod scaler_lease;
 mod scaler_local;
 mod scaler_policies;
+mod scaler_swarm;
 mod status_page;
 mod tidy;
 mod worker_batching;

@@ -618,3 +618,68 @@ async fn a_standby_mirrors_the_leaders_replicas_and_never_acts() {
     assert_eq!(pool.leader.as_ref().map(|l| l.leading), Some(false));
     r.stop().await;
 }
+
+/// A rig over a runtime that keeps the replica count itself (like Swarm).
+fn counting_rig(pool: &str, yaml: &str) -> Rig {
+    rig_with(pool, yaml, Arc::new(FakeRuntime::counting()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_counting_runtime_is_scaled_by_its_count_and_picks_its_own_replicas() {
+    let r = counting_rig(
+        "count",
+        "min: 1\nmax: 3\nscale_down: {stabilization: 5s, cooldown: 0s, max_step: 3}\n",
+    );
+    until("min replicas", || r.in_pool() == 1).await;
+    r.metrics.set(&[Some(10.0)], true);
+    until("three replicas", || r.in_pool() == 3).await;
+    assert_eq!(r.runtime.count("count"), Some(3));
+    // Only the count is set: the runtime started the replicas itself.
+    let scales: Vec<String> = r
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("scale"))
+        .collect();
+    assert_eq!(scales, ["scale 1", "scale 3"], "{:?}", r.log());
+
+    // A dead replica is the runtime's to replace: the count stays.
+    let victim = r.runtime.running("count")[0].clone();
+    r.runtime.kill(&victim.id);
+    until("the runtime's replacement in the pool", || {
+        let pool = r.pools.get("count").unwrap();
+        r.in_pool() == 3 && !pool.backends().iter().any(|b| b.addr == victim.addr)
+    })
+    .await;
+    assert_eq!(r.runtime.count("count"), Some(3));
+
+    // Load stops: the count goes down to min, and the replicas the runtime
+    // stopped leave the pool.
+    r.metrics.set(&[Some(0.0)], false);
+    until("back to min", || r.in_pool() == 1 && r.running() == 1).await;
+    assert_eq!(r.runtime.count("count"), Some(1));
+    r.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_count_changed_by_hand_or_in_between_is_re_read_and_brought_back_to_the_policy() {
+    let r = counting_rig("byhand", "min: 1\nmax: 2\n");
+    until("min replicas", || r.in_pool() == 1).await;
+    // `docker service scale` to 5, beyond max: brought back to max.
+    r.runtime.set_count("byhand", 5);
+    until("back to max", || {
+        r.runtime.count("byhand") == Some(2) && r.running() == 2 && r.in_pool() == 2
+    })
+    .await;
+    // A change between our read and our write is refused, re-read, decided again.
+    r.runtime.conflict.store(true, Ordering::Relaxed);
+    r.runtime.set_count("byhand", 4);
+    until("back to max after the conflict", || {
+        r.runtime.count("byhand") == Some(2) && r.running() == 2
+    })
+    .await;
+    assert!(
+        !r.runtime.conflict.load(Ordering::Relaxed),
+        "scale was not retried"
+    );
+    r.stop().await;
+}

@@ -56,7 +56,7 @@ pub struct DockerRuntime {
     config: DockerConfig,
     /// `scaler.deployment`: the only `gantry.deployment` label value touched.
     deployment: String,
-    docker: tokio::sync::Mutex<Option<Docker>>,
+    engine: Engine,
     network_ready: tokio::sync::Mutex<bool>,
     deaths: broadcast::Sender<Death>,
     client: HttpClient,
@@ -64,7 +64,29 @@ pub struct DockerRuntime {
     cpus: Mutex<HashMap<String, f64>>,
 }
 
-fn not_found(e: &bollard::errors::Error) -> bool {
+/// The engine's client, connected on first use (and again after a failure
+/// to connect), for the Docker and Swarm runtimes.
+#[derive(Default)]
+pub struct Engine(tokio::sync::Mutex<Option<Docker>>);
+
+impl Engine {
+    /// A connected client, connecting (and negotiating the API version) if needed.
+    pub async fn get(&self) -> Result<Docker, RuntimeError> {
+        let mut slot = self.0.lock().await;
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Docker::connect_with_local_defaults()?
+            .with_timeout(Duration::from_secs(30))
+            .negotiate_version()
+            .await?;
+        *slot = Some(d.clone());
+        Ok(d)
+    }
+}
+
+/// Whether the engine answered 404.
+pub fn not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
         bollard::errors::Error::DockerResponseServerError {
@@ -81,7 +103,7 @@ impl DockerRuntime {
         DockerRuntime {
             config,
             deployment: deployment.to_string(),
-            docker: tokio::sync::Mutex::new(None),
+            engine: Engine::default(),
             network_ready: tokio::sync::Mutex::new(false),
             deaths: broadcast::channel(64).0,
             client: probe_client(),
@@ -91,16 +113,7 @@ impl DockerRuntime {
 
     /// A connected client, connecting (and negotiating the API version) if needed.
     pub async fn docker(&self) -> Result<Docker, RuntimeError> {
-        let mut slot = self.docker.lock().await;
-        if let Some(d) = slot.as_ref() {
-            return Ok(d.clone());
-        }
-        let d = Docker::connect_with_local_defaults()?
-            .with_timeout(Duration::from_secs(30))
-            .negotiate_version()
-            .await?;
-        *slot = Some(d.clone());
-        Ok(d)
+        self.engine.get().await
     }
 
     /// Watches the engine's events for managed containers that die and
@@ -246,37 +259,8 @@ impl DockerRuntime {
     }
 
     async fn usage_of(&self, d: &Docker, id: &str) -> Usage {
-        let opts = StatsOptionsBuilder::default().stream(false).build();
-        let Some(Ok(s)) = d.stats(id, Some(opts)).next().await else {
-            return Usage::default();
-        };
-        let cpu = (|| {
-            let (now, pre) = (s.cpu_stats.as_ref()?, s.precpu_stats.as_ref()?);
-            let used = now.cpu_usage.as_ref()?.total_usage? as f64
-                - pre.cpu_usage.as_ref()?.total_usage? as f64;
-            let system = now.system_cpu_usage? as f64 - pre.system_cpu_usage? as f64;
-            let online = f64::from(now.online_cpus.unwrap_or(1).max(1));
-            if system <= 0.0 {
-                return None;
-            }
-            let cores = used / system * online;
-            let limit = self.cpus.lock().ok()?.get(id).copied().unwrap_or(online);
-            Some(cores / limit * 100.0)
-        })();
-        let memory = (|| {
-            let m = s.memory_stats.as_ref()?;
-            let inactive = m
-                .stats
-                .as_ref()
-                .and_then(|s| s.get("inactive_file").copied());
-            let used = m.usage?.saturating_sub(inactive.unwrap_or(0)) as f64;
-            let limit = m.limit? as f64;
-            (limit > 0.0).then(|| used / limit * 100.0)
-        })();
-        Usage {
-            cpu_percent: cpu,
-            memory_percent: memory,
-        }
+        let limit = self.cpus.lock().ok().and_then(|m| m.get(id).copied());
+        container_usage(d, id, limit).await
     }
 }
 
@@ -430,6 +414,42 @@ impl Runtime for DockerRuntime {
 
     fn deaths(&self) -> broadcast::Receiver<Death> {
         self.deaths.subscribe()
+    }
+}
+
+/// CPU % (of `limit` cores, else of the host) and memory % (of its limit)
+/// of container `id`, from one stats sample; `None` where the engine has none.
+pub async fn container_usage(d: &Docker, id: &str, limit: Option<f64>) -> Usage {
+    let opts = StatsOptionsBuilder::default().stream(false).build();
+    let Some(Ok(s)) = d.stats(id, Some(opts)).next().await else {
+        return Usage::default();
+    };
+    let cpu = (|| {
+        let (now, pre) = (s.cpu_stats.as_ref()?, s.precpu_stats.as_ref()?);
+        let used = now.cpu_usage.as_ref()?.total_usage? as f64
+            - pre.cpu_usage.as_ref()?.total_usage? as f64;
+        let system = now.system_cpu_usage? as f64 - pre.system_cpu_usage? as f64;
+        let online = f64::from(now.online_cpus.unwrap_or(1).max(1));
+        if system <= 0.0 {
+            return None;
+        }
+        let cores = used / system * online;
+        let limit = limit.unwrap_or(online);
+        Some(cores / limit * 100.0)
+    })();
+    let memory = (|| {
+        let m = s.memory_stats.as_ref()?;
+        let inactive = m
+            .stats
+            .as_ref()
+            .and_then(|s| s.get("inactive_file").copied());
+        let used = m.usage?.saturating_sub(inactive.unwrap_or(0)) as f64;
+        let limit = m.limit? as f64;
+        (limit > 0.0).then(|| used / limit * 100.0)
+    })();
+    Usage {
+        cpu_percent: cpu,
+        memory_percent: memory,
     }
 }
 

@@ -3,7 +3,9 @@
 //! Tests can make starts fail (engine down), make replicas slow to get
 //! ready, kill replicas (a death event), and add replicas behind the
 //! scaler's back (to test adoption). Warm spares are replicas whose id is in
-//! a set; promoting one takes it out.
+//! a set; promoting one takes it out. [`FakeRuntime::counting`] makes one
+//! that keeps a replica count like Swarm: it converges to the count on each
+//! listing, stopping its newest replicas and replacing dead ones itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -29,8 +31,13 @@ pub struct FakeRuntime {
     /// When set, new replicas exit at once: started, but gone from the next list.
     pub crash: AtomicBool,
     /// Every start, promotion and stop, in order (`start <id>`,
-    /// `start warm <id>`, `promote <id>`, `stop <id>`).
+    /// `start warm <id>`, `promote <id>`, `stop <id>`; counting: `scale <n>`).
     pub log: Mutex<Vec<String>>,
+    /// The replica count of each pool, when this runtime keeps one.
+    counts: Option<Mutex<BTreeMap<String, u32>>>,
+    /// When set, the next `scale` is refused as a conflict (someone else
+    /// changed the count since it was read).
+    pub conflict: AtomicBool,
     deaths: broadcast::Sender<Death>,
 }
 
@@ -44,6 +51,8 @@ impl Default for FakeRuntime {
             slow: AtomicBool::new(false),
             crash: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
+            counts: None,
+            conflict: AtomicBool::new(false),
             deaths: broadcast::channel(64).0,
         }
     }
@@ -53,6 +62,61 @@ impl FakeRuntime {
     /// A runtime with no replicas.
     pub fn new() -> FakeRuntime {
         FakeRuntime::default()
+    }
+
+    /// A runtime that keeps a replica count per pool (starting at 0), like Swarm.
+    pub fn counting() -> FakeRuntime {
+        FakeRuntime {
+            counts: Some(Mutex::new(BTreeMap::new())),
+            ..FakeRuntime::default()
+        }
+    }
+
+    /// Sets `pool`'s count behind the scaler's back (`docker service scale`).
+    pub fn set_count(&self, pool: &str, n: u32) {
+        if let Some(counts) = &self.counts {
+            counts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(pool.to_string(), n);
+        }
+    }
+
+    /// `pool`'s count, when this runtime keeps one.
+    pub fn count(&self, pool: &str) -> Option<u32> {
+        let counts = self.counts.as_ref()?;
+        let counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+        Some(counts.get(pool).copied().unwrap_or(0))
+    }
+
+    /// A counting runtime's own work: starts or stops (its newest) replicas
+    /// of `pool` to meet its count.
+    fn converge(&self, pool: &str) {
+        let Some(want) = self.count(pool) else {
+            return;
+        };
+        loop {
+            let have: Vec<String> = self
+                .map()
+                .values()
+                .filter(|r| r.pool == pool)
+                .map(|r| r.id.clone())
+                .collect();
+            match have.len().cmp(&(want as usize)) {
+                std::cmp::Ordering::Less => {
+                    let r = self.make(pool);
+                    self.map().insert(r.id.clone(), r.clone());
+                    self.note(format!("start {}", r.id));
+                }
+                std::cmp::Ordering::Greater => {
+                    // Ids are `fake-<port>`, ports counted up from 20000: the greatest is the newest.
+                    let newest = have.iter().max().cloned().unwrap_or_default();
+                    self.map().remove(&newest);
+                    self.note(format!("stop {newest}"));
+                }
+                std::cmp::Ordering::Equal => return,
+            }
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Replica>> {
@@ -88,7 +152,11 @@ impl FakeRuntime {
             .filter(|r| r.pool == pool)
             .cloned()
             .partition(|r| warm.contains(&r.id));
-        Listing { serving, warm }
+        Listing {
+            serving,
+            warm,
+            desired: None,
+        }
     }
 
     /// Adds a replica without telling the scaler (as if left by an earlier run).
@@ -147,7 +215,24 @@ impl Runtime for FakeRuntime {
 
     async fn list(&self, pool: &str) -> Result<Listing, RuntimeError> {
         self.check_up()?;
-        Ok(self.listing(pool))
+        self.converge(pool);
+        Ok(Listing {
+            desired: self.count(pool),
+            ..self.listing(pool)
+        })
+    }
+
+    async fn scale(&self, spec: &ReplicaSpec, to: u32) -> Result<(), RuntimeError> {
+        self.check_up()?;
+        if self.counts.is_none() {
+            return Err(RuntimeError::Other("fake: not a counting runtime".into()));
+        }
+        if self.conflict.swap(false, Ordering::Relaxed) {
+            return Err(RuntimeError::Conflict("fake: count changed".into()));
+        }
+        self.set_count(&spec.pool, to);
+        self.note(format!("scale {to}"));
+        Ok(())
     }
 
     async fn start(&self, spec: &ReplicaSpec) -> Result<Replica, RuntimeError> {

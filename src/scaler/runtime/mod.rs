@@ -1,8 +1,15 @@
 //! Where replicas run: the [`Runtime`] trait and its implementations.
 //!
 //! - [`docker`] — containers through the Docker Engine API (bollard);
+//! - [`swarm`] — a Docker Swarm service per pool, scaled by its replica count;
 //! - [`local`] — `gantry worker` child processes on loopback ports;
 //! - [`fake`] — in memory, for tests of the control loop.
+//!
+//! Two shapes of runtime: most start and stop the replicas the control loop
+//! picks ([`Runtime::start`], [`Runtime::stop`]); a *counting* runtime
+//! (Swarm) keeps a replica count of its own ([`Listing::desired`]), which
+//! the loop sets ([`Runtime::scale`]), and the runtime picks which replicas
+//! come and go and replaces dead ones itself.
 //!
 //! **Invariant:** a runtime only ever lists, stops or watches replicas that
 //! carry its marks (Docker: the `gantry.managed=true`, `gantry.deployment`
@@ -19,6 +26,7 @@ pub mod container;
 pub mod docker;
 pub mod fake;
 pub mod local;
+pub mod swarm;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -65,6 +73,9 @@ pub struct Listing {
     pub serving: Vec<Replica>,
     /// Warm spares: started ahead, outside the pool, not counted as replicas.
     pub warm: Vec<Replica>,
+    /// A counting runtime's replica count for the pool, which `serving`
+    /// follows as the runtime converges; `None`: the replicas are the count.
+    pub desired: Option<u32>,
 }
 
 /// What a new replica needs from the policy.
@@ -117,6 +128,10 @@ pub enum RuntimeError {
         /// What is missing.
         why: String,
     },
+    /// Someone else changed the object between our read and our write (a
+    /// Swarm service's version index moved): re-read and decide again.
+    #[error("changed by someone else since it was read: {0}")]
+    Conflict(String),
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),
@@ -163,6 +178,18 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Replicas that died on their own (container exit, process exit).
     fn deaths(&self) -> broadcast::Receiver<Death>;
+
+    /// A counting runtime ([`Listing::desired`] is `Some`) sets the pool's
+    /// replica count to `to`, creating what it needs on first use; it picks
+    /// which replicas start or stop. Others refuse: their caller starts and
+    /// stops replicas one by one.
+    async fn scale(&self, spec: &ReplicaSpec, to: u32) -> Result<(), RuntimeError> {
+        let _ = (spec, to);
+        Err(RuntimeError::Other(format!(
+            "the {} runtime starts and stops replicas one by one",
+            self.name()
+        )))
+    }
 
     /// The scaler is stopping: stop what must not outlive it. Local
     /// processes are stopped; containers stay for the next run to adopt.

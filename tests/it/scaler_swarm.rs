@@ -1,0 +1,331 @@
+//! The Swarm runtime against a real (one-node) swarm: the runtime alone, then `gantry up` under load.
+//!
+//! The engine joins a one-node swarm (`docker swarm init --advertise-addr
+//! 127.0.0.1`) if it is in none, and leaves it afterwards only if a test
+//! made it. Services and the overlay network of a test are removed by a
+//! guard even when it fails; they belong to the test-only deployment, which
+//! `make clean-containers` also cleans.
+
+use std::process::Command;
+use std::time::Duration;
+
+use gantry::scaler::config::{DockerConfig, SwarmConfig};
+use gantry::scaler::runtime::swarm::{service_name, update_replicas, SwarmRuntime};
+use gantry::scaler::runtime::{Replica, ReplicaSpec, Runtime, RuntimeError};
+
+use crate::support::docker::{test_deployment, unique, worker_image, ONE_AT_A_TIME};
+use crate::support::load::Load;
+use crate::support::{client, sh, Gantry};
+
+const BODY: &str = r#"{"url":"http://paypal.com.secure-login.example.ru/"}"#;
+
+/// The engine in a swarm for the test's lifetime, and its services gone after it.
+struct Swarm {
+    created: bool,
+    services: Vec<String>,
+    network: String,
+}
+
+impl Swarm {
+    fn join(network: &str) -> Swarm {
+        let state = sh(Command::new("docker").args(["info", "-f", "{{.Swarm.LocalNodeState}}"]));
+        let created = state.trim() != "active";
+        if created {
+            sh(Command::new("docker").args(["swarm", "init", "--advertise-addr", "127.0.0.1"]));
+        }
+        Swarm {
+            created,
+            services: Vec::new(),
+            network: network.to_string(),
+        }
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        for s in &self.services {
+            let _ = Command::new("docker").args(["service", "rm", s]).output();
+        }
+        // Tasks take a moment to go; the network cannot be removed before.
+        for _ in 0..30 {
+            let gone = Command::new("docker")
+                .args(["network", "rm", &self.network])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            let missing = !Command::new("docker")
+                .args(["network", "inspect", &self.network])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if gone || missing {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        if self.created {
+            let _ = Command::new("docker")
+                .args(["swarm", "leave", "--force"])
+                .output();
+        }
+    }
+}
+
+fn spec(pool: &str) -> ReplicaSpec {
+    ReplicaSpec {
+        pool: pool.to_string(),
+        warm: false,
+        cpus: Some(0.5),
+        memory_mib: 512,
+        pids: 256,
+    }
+}
+
+/// Polls the runtime until its listing of `pool` passes `ok`, up to `secs`.
+async fn listed(
+    rt: &SwarmRuntime,
+    pool: &str,
+    secs: u64,
+    what: &str,
+    ok: impl Fn(&[Replica]) -> bool,
+) -> Vec<Replica> {
+    let mut last = Vec::new();
+    for _ in 0..secs * 4 {
+        match rt.list(pool).await {
+            Ok(l) if ok(&l.serving) => return l.serving,
+            Ok(l) => last = l.serving,
+            Err(e) => eprintln!("list: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("timed out waiting for {what}: last listed {last:?}");
+}
+
+fn container_of(task: &str) -> String {
+    sh(Command::new("docker").args([
+        "inspect",
+        "-f",
+        "{{.Status.ContainerStatus.ContainerID}}",
+        task,
+    ]))
+    .trim()
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_swarm_runtime_scales_a_service_by_compare_and_set_and_swarm_replaces_dead_tasks() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (image, _) = worker_image();
+    let pool = unique("sw");
+    let deployment = test_deployment();
+    let network = format!("gantry-test-{pool}");
+    let mut swarm = Swarm::join(&network);
+    swarm.services.push(service_name(&pool, &deployment));
+    let rt = SwarmRuntime::new(
+        DockerConfig {
+            image,
+            ..Default::default()
+        },
+        SwarmConfig {
+            network: network.clone(),
+            stop_grace_period: Duration::from_secs(10),
+        },
+        &deployment,
+    );
+
+    // No service yet: a count of zero.
+    let l = rt.list(&pool).await.unwrap();
+    assert_eq!((l.desired, l.serving.len()), (Some(0), 0));
+
+    // Created on the first scale; both tasks reachable and ready.
+    rt.scale(&spec(&pool), 2).await.unwrap();
+    let two = listed(&rt, &pool, 90, "two running tasks", |s| s.len() == 2).await;
+    for r in &two {
+        let mut ready = false;
+        for _ in 0..120 {
+            ready = rt.ready(r).await;
+            if ready {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(ready, "task {} at {} never ready", r.id, r.addr);
+    }
+    assert_eq!(rt.list(&pool).await.unwrap().desired, Some(2));
+
+    // The tasks run hardened, like the containers of the Docker runtime.
+    let c = container_of(&two[0].id);
+    let hardened = sh(Command::new("docker").args([
+        "inspect",
+        "-f",
+        "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.Config.Labels}}",
+        &c,
+    ]));
+    assert!(
+        hardened.starts_with("65534:65534 true [ALL]") && hardened.contains("gantry.pool:"),
+        "{hardened}"
+    );
+
+    // Someone changes the service between our read and our write: refused.
+    let d = rt.docker().await.unwrap();
+    let read = rt.service(&d, &pool).await.unwrap().unwrap();
+    let name = service_name(&pool, &deployment);
+    sh(Command::new("docker").args([
+        "service",
+        "update",
+        "--detach",
+        "--label-add",
+        "touched=by-hand",
+        &name,
+    ]));
+    match update_replicas(&d, read, &pool, 3).await {
+        Err(RuntimeError::Conflict(_)) => {}
+        other => panic!("a stale version was not refused as a conflict: {other:?}"),
+    }
+    assert_eq!(rt.list(&pool).await.unwrap().desired, Some(2));
+
+    // A killed task is replaced by Swarm, the count unchanged.
+    let killed = two[0].id.clone();
+    sh(Command::new("docker").args(["kill", &c]));
+    listed(&rt, &pool, 90, "a replacement task", |s| {
+        s.len() == 2 && !s.iter().any(|r| r.id == killed)
+    })
+    .await;
+
+    // Scaled down: Swarm picks, and the one left is listed.
+    rt.scale(&spec(&pool), 1).await.unwrap();
+    listed(&rt, &pool, 60, "one task", |s| s.len() == 1).await;
+}
+
+/// One request every 50 ms (20/s, under one replica's target): traffic
+/// that goes on while the pool shrinks, without holding it up.
+struct Trickle {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Trickle {
+    fn start(url: &str) -> Trickle {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, url, flag) = (client(), url.to_string(), stop.clone());
+        let task = tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                match c.post(&url).body(BODY).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(format!("status {}", r.status())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (ok, failed)
+        });
+        Trickle { stop, task }
+    }
+
+    /// Requests answered 200, and what the others got.
+    async fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+fn config(pool: &str, image: &str, network: &str) -> String {
+    let deployment = test_deployment();
+    format!(
+        "pools:\n  {pool}:\n    health: {{interval: 200ms}}\n    drain_timeout: 10s\nroutes:\n  - {{prefix: /, pool: {pool}, idempotent: true}}\nscaler:\n  policies: '{{dir}}/policies'\n  runtime: swarm\n  deployment: {deployment}\n  docker: {{image: '{image}'}}\n  swarm: {{network: {network}, stop_grace_period: 10s}}\n"
+    )
+}
+
+fn policy(pool: &str) -> String {
+    format!(
+        "pool: {pool}\nmin: 1\nmax: 3\ninterval: 500ms\nwindow: 2s\nmetrics: [{{metric: request_rate_per_replica, target: 20}}]\nscale_up: {{max_step: 3, period: 1s}}\nscale_down: {{stabilization: 4s, cooldown: 0s, max_step: 3, period: 1s}}\nready_timeout: 60s\ndrain_timeout: 10s\n"
+    )
+}
+
+fn service_replicas(name: &str) -> String {
+    sh(Command::new("docker").args([
+        "service",
+        "inspect",
+        "-f",
+        "{{.Spec.Mode.Replicated.Replicas}}",
+        name,
+    ]))
+    .trim()
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swarm_pool_grows_under_load_shrinks_without_a_failed_request_and_undoes_a_manual_scale()
+{
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (image, _) = worker_image();
+    let pool = unique("su");
+    let network = format!("gantry-test-{pool}");
+    let mut swarm = Swarm::join(&network);
+    let name = service_name(&pool, &test_deployment());
+    swarm.services.push(name.clone());
+    let up = Gantry::up(&config(&pool, &image, &network))
+        .policy("p.yaml", &policy(&pool))
+        .start()
+        .await;
+    up.wait_up(&pool, 1, 120).await;
+
+    let load = Load::start(&format!("{}/v1/analyze", up.url), 8, BODY);
+    up.wait_up(&pool, 3, 180).await;
+    let before = up.served(&pool).await;
+    up.wait_spread(&pool, 3, &before, Duration::from_secs(60))
+        .await;
+    assert_eq!(service_replicas(&name), "3");
+
+    // Load drops to a trickle: the service shrinks to min, and no request
+    // failed across it.
+    let report = load.stop().await;
+    let load = Trickle::start(&format!("{}/v1/analyze", up.url));
+    up.wait_up(&pool, 1, 120).await;
+    let name_ref = &name;
+    up.until("the service at 1", Duration::from_secs(60), || async move {
+        match service_replicas(name_ref).as_str() {
+            "1" => Ok(()),
+            n => Err(format!("replicas {n}")),
+        }
+    })
+    .await;
+    // The tasks Swarm stopped finish within their grace period.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (during, failed) = load.stop().await;
+    assert!(
+        report.failed.is_empty(),
+        "under load: {} failed of {}: {:?}\n{}",
+        report.failed.len(),
+        report.ok,
+        &report.failed[..report.failed.len().min(5)],
+        up.tail()
+    );
+    assert!(
+        failed.is_empty() && during > 0,
+        "across the scale-down: {} failed of {}: {:?}\n{}",
+        failed.len(),
+        during + failed.len(),
+        &failed[..failed.len().min(5)],
+        up.tail()
+    );
+
+    // `docker service scale` by hand, beyond max: brought back to the policy.
+    sh(Command::new("docker").args(["service", "scale", "--detach", &format!("{name}=5")]));
+    up.until(
+        "the manual scale undone",
+        Duration::from_secs(60),
+        || async move {
+            match service_replicas(name_ref).as_str() {
+                "1" => Ok(()),
+                n => Err(format!("replicas {n}")),
+            }
+        },
+    )
+    .await;
+    assert!(up.log().contains("Replica count set"), "{}", up.tail());
+    eprintln!(
+        "swarm: {} requests under load and {} across the scale-down, none failed",
+        report.ok, during
+    );
+}
