@@ -84,6 +84,13 @@ pub struct SwarmConfig {
     /// Overlay network the tasks join (created, attachable, if missing). Default `gantry-swarm`.
     #[serde(default = "default_swarm_network")]
     pub network: String,
+    /// Publish the worker port in host mode and send traffic to each task's
+    /// `<node address>:<published port>`: for a proxy outside the overlay
+    /// network. `false`: the tasks' addresses on `network`, from the
+    /// `tasks.<service>` DNS name, for a proxy running as a Swarm service on
+    /// that network (docker/swarm/stack.yml). Default true.
+    #[serde(default = "yes")]
+    pub publish: bool,
     /// Time a task gets to finish its requests between SIGTERM and SIGKILL
     /// when the service shrinks. Default 30s.
     #[serde(default = "default_grace", with = "humantime_serde")]
@@ -94,6 +101,7 @@ impl Default for SwarmConfig {
     fn default() -> Self {
         SwarmConfig {
             network: default_swarm_network(),
+            publish: true,
             stop_grace_period: default_grace(),
         }
     }

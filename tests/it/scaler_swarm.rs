@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use gantry::scaler::config::{DockerConfig, SwarmConfig};
-use gantry::scaler::runtime::swarm::{service_name, update_replicas, SwarmRuntime};
+use gantry::scaler::runtime::swarm::{read_service, service_name, update_replicas, SwarmRuntime};
 use gantry::scaler::runtime::{Replica, ReplicaSpec, Runtime, RuntimeError};
 
 use crate::support::docker::{test_deployment, unique, worker_image, ONE_AT_A_TIME};
@@ -127,6 +127,7 @@ async fn the_swarm_runtime_scales_a_service_by_compare_and_set_and_swarm_replace
         SwarmConfig {
             network: network.clone(),
             stop_grace_period: Duration::from_secs(10),
+            ..Default::default()
         },
         &deployment,
     );
@@ -166,7 +167,8 @@ async fn the_swarm_runtime_scales_a_service_by_compare_and_set_and_swarm_replace
 
     // Someone changes the service between our read and our write: refused.
     let d = rt.docker().await.unwrap();
-    let read = rt.service(&d, &pool).await.unwrap().unwrap();
+    let id = rt.service(&d, &pool).await.unwrap().unwrap().id.unwrap();
+    let read = read_service(&id).await.unwrap();
     let name = service_name(&pool, &deployment);
     sh(Command::new("docker").args([
         "service",
@@ -176,17 +178,36 @@ async fn the_swarm_runtime_scales_a_service_by_compare_and_set_and_swarm_replace
         "touched=by-hand",
         &name,
     ]));
-    match update_replicas(&d, read, &pool, 3).await {
+    match update_replicas(read, &pool, 3).await {
         Err(RuntimeError::Conflict(_)) => {}
         other => panic!("a stale version was not refused as a conflict: {other:?}"),
     }
     assert_eq!(rt.list(&pool).await.unwrap().desired, Some(2));
 
+    // Scaling changes only the count: the running tasks stay (a changed task
+    // template would have Swarm replace every one of them).
+    rt.scale(&spec(&pool), 3).await.unwrap();
+    let three = listed(&rt, &pool, 90, "three running tasks", |s| s.len() == 3).await;
+    for r in &two {
+        assert!(three.contains(r), "task {} was replaced: {three:?}", r.id);
+    }
+    let inspected = sh(Command::new("docker").args([
+        "service",
+        "inspect",
+        "-f",
+        "{{json .Spec.TaskTemplate.ContainerSpec.Healthcheck}} {{.UpdateStatus}}",
+        &name,
+    ]));
+    assert!(
+        inspected.contains("\"Interval\":2000000000") && inspected.trim().ends_with("<nil>"),
+        "{inspected}"
+    );
+
     // A killed task is replaced by Swarm, the count unchanged.
     let killed = two[0].id.clone();
     sh(Command::new("docker").args(["kill", &c]));
     listed(&rt, &pool, 90, "a replacement task", |s| {
-        s.len() == 2 && !s.iter().any(|r| r.id == killed)
+        s.len() == 3 && !s.iter().any(|r| r.id == killed)
     })
     .await;
 

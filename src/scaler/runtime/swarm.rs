@@ -15,15 +15,19 @@
 //!   labels (`docker service update --label-add ...`). Nothing else is read
 //!   or written.
 //! - **Scaling is a compare-and-set.** Inspect, clone the whole spec, set
-//!   `Mode.Replicated.Replicas`, update with the version index read: when
+//!   `Mode.Replicated.Replicas`, update with the version index read (as raw
+//!   JSON: every field the engine returned goes back unchanged): when
 //!   someone changed the service in between, the engine refuses, and the
 //!   loop re-reads and decides again ([`RuntimeError::Conflict`]); it never
 //!   writes over another's change. (Sending only the mode would wipe the
 //!   task template.)
-//! - **Where the proxy reaches a task.** Its worker port is published in
-//!   host mode (a port the engine picks on the task's node), and traffic goes
-//!   to the node's address and that port: the proxy may run on any host that
-//!   reaches the nodes. The tasks run hardened like the containers of
+//! - **Where the proxy reaches a task.** With `publish` (the default), its
+//!   worker port is published in host mode (a port the engine picks on the
+//!   task's node), and traffic goes to the node's address and that port: the
+//!   proxy may run on any host that reaches the nodes. Without it, the proxy
+//!   runs as a service on the same overlay network, and the tasks are the
+//!   addresses Swarm's DNS gives for `tasks.<service>` (its running tasks;
+//!   a replica's id is `<service>@<address>`). The tasks run hardened like the containers of
 //!   [`super::container`]: non-root, read-only, no capabilities, limited.
 //! - **What is not here.** Warm spares (Swarm has no stopped-but-ready task),
 //!   a choice of which task a scale-down removes, and death reasons (a dead
@@ -37,14 +41,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
-    EndpointSpec, Limit, Mount, MountTmpfsOptions, MountType, NetworkAttachmentConfig,
-    NetworkCreateRequest, Service, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task,
-    TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecPrivileges, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    EndpointSpec, HealthConfig, Limit, Mount, MountTmpfsOptions, MountType,
+    NetworkAttachmentConfig, NetworkCreateRequest, Service, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec,
+    TaskSpecContainerSpecPrivileges, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
 };
-use bollard::query_parameters::{
-    ListServicesOptionsBuilder, ListTasksOptionsBuilder, UpdateServiceOptionsBuilder,
-};
+use bollard::query_parameters::{ListServicesOptionsBuilder, ListTasksOptionsBuilder};
 use bollard::Docker;
 use tokio::sync::broadcast;
 
@@ -58,6 +61,14 @@ use crate::scaler::config::{DockerConfig, SwarmConfig};
 
 /// Longest Swarm service name.
 const NAME_MAX: usize = 63;
+/// How often Swarm runs the image's health check in a task.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// How often while the task starts (within the image's start period).
+const HEALTH_START_INTERVAL: Duration = Duration::from_millis(500);
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
 
 /// The Swarm runtime.
 pub struct SwarmRuntime {
@@ -133,8 +144,16 @@ pub fn service_spec(
                     }),
                     ..Default::default()
                 }]),
+                // The image's health check (the worker image has one), probed
+                // every 2 s from the start: Swarm counts a task running only
+                // once it is healthy, and replaces one that turns unhealthy.
+                health_check: Some(HealthConfig {
+                    interval: Some(nanos(HEALTH_INTERVAL)),
+                    start_interval: Some(nanos(HEALTH_START_INTERVAL)),
+                    ..Default::default()
+                }),
                 stop_signal: Some("SIGTERM".into()),
-                stop_grace_period: Some(config.stop_grace_period.as_nanos() as i64),
+                stop_grace_period: Some(nanos(config.stop_grace_period)),
                 capability_drop: Some(vec!["ALL".into()]),
                 privileges: Some(TaskSpecContainerSpecPrivileges {
                     no_new_privileges: Some(true),
@@ -152,7 +171,7 @@ pub fn service_spec(
             }),
             restart_policy: Some(TaskSpecRestartPolicy {
                 condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
-                delay: Some(Duration::from_secs(1).as_nanos() as i64),
+                delay: Some(nanos(Duration::from_secs(1))),
                 ..Default::default()
             }),
             networks: Some(vec![NetworkAttachmentConfig {
@@ -167,7 +186,7 @@ pub fn service_spec(
             }),
             ..Default::default()
         }),
-        endpoint_spec: Some(EndpointSpec {
+        endpoint_spec: config.publish.then(|| EndpointSpec {
             ports: Some(vec![EndpointPortConfig {
                 protocol: Some(EndpointPortConfigProtocolEnum::TCP),
                 target_port: Some(i64::from(task.port)),
@@ -190,47 +209,106 @@ fn published_port(task: &Task, port: u16) -> Option<u16> {
         .filter(|p| *p != 0)
 }
 
-/// Whether an update was refused because the version index moved.
-fn out_of_sequence(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { message, .. }
-        if message.contains("out of sequence"))
+/// The Docker socket: `DOCKER_HOST` when it is `unix://<path>`, else the
+/// default `/var/run/docker.sock` (what bollard connects to as well).
+fn socket() -> Result<std::path::PathBuf, RuntimeError> {
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) if h.starts_with("unix://") => Ok(h.trim_start_matches("unix://").into()),
+        Ok(h) if !h.is_empty() => Err(RuntimeError::Other(format!(
+            "the swarm runtime reaches the engine through its Unix socket, not DOCKER_HOST={h}"
+        ))),
+        _ => Ok("/var/run/docker.sock".into()),
+    }
 }
 
-/// Sets the replica count of `service` as it was read: the whole spec
-/// cloned, only `Mode.Replicated.Replicas` changed, written with the version
-/// index read. [`RuntimeError::Conflict`] when the service changed since.
+/// One call to the engine's API, its body passed through untouched: the
+/// status and the body of the answer.
+async fn engine_call(
+    method: hyper::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, hyper::body::Bytes), RuntimeError> {
+    use http_body_util::{BodyExt, Full};
+    use hyperlocal::UnixClientExt;
+    let client: hyper_util::client::legacy::Client<
+        hyperlocal::UnixConnector,
+        Full<hyper::body::Bytes>,
+    > = hyper_util::client::legacy::Client::unix();
+    let uri: hyper::Uri = hyperlocal::Uri::new(socket()?, path).into();
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Full::new(body.unwrap_or_default().into()))
+        .map_err(|e| RuntimeError::Other(e.to_string()))?;
+    let call = async {
+        let res = client
+            .request(req)
+            .await
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        let status = res.status().as_u16();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .map_err(|_| RuntimeError::Unreachable(format!("{path}: no answer within 30s")))?
+}
+
+/// Service `id` as the engine returns it, every field kept (bollard's types
+/// drop the fields they do not know, and one they misname: the
+/// `Healthcheck` of a task's container spec).
+pub async fn read_service(id: &str) -> Result<serde_json::Value, RuntimeError> {
+    let (status, body) = engine_call(hyper::Method::GET, &format!("/services/{id}"), None).await?;
+    if status != 200 {
+        return Err(RuntimeError::Other(format!(
+            "inspecting service {id}: {status} {}",
+            String::from_utf8_lossy(&body).trim()
+        )));
+    }
+    serde_json::from_slice(&body).map_err(|e| RuntimeError::Other(format!("service {id}: {e}")))
+}
+
+/// Sets the replica count of `service` as [`read_service`] read it: its
+/// whole spec sent back with only `Mode.Replicated.Replicas` changed, with
+/// the version index read. [`RuntimeError::Conflict`] when the service
+/// changed since. A typed round trip would lose the fields its types do not
+/// carry, and a changed task template restarts every task.
 pub async fn update_replicas(
-    d: &Docker,
-    service: Service,
+    mut service: serde_json::Value,
     pool: &str,
     to: u32,
 ) -> Result<(), RuntimeError> {
-    let (Some(id), Some(version), Some(mut new)) = (
-        service.id.clone(),
-        service.version.and_then(|v| v.index),
-        service.spec,
-    ) else {
+    let id = service["ID"].as_str().unwrap_or_default().to_string();
+    let version = service["Version"]["Index"].as_u64();
+    let replicas = service
+        .pointer_mut("/Spec/Mode/Replicated")
+        .and_then(|r| r.as_object_mut());
+    let (false, Some(version), Some(replicated)) = (id.is_empty(), version, replicas) else {
         return Err(RuntimeError::Other(format!(
-            "the service of pool {pool} has no id, version or spec"
+            "the service of pool {pool} is not a replicated service with an id and a version"
         )));
     };
-    let Some(replicated) = new.mode.as_mut().and_then(|m| m.replicated.as_mut()) else {
-        return Err(RuntimeError::Other(format!(
-            "the service of pool {pool} is not a replicated service"
-        )));
-    };
-    replicated.replicas = Some(i64::from(to));
-    let version = i32::try_from(version)
-        .map_err(|_| RuntimeError::Other(format!("service version {version} out of range")))?;
-    let opts = UpdateServiceOptionsBuilder::default()
-        .version(version)
-        .build();
-    match d.update_service(&id, new, opts, None).await {
-        Ok(_) => Ok(()),
-        Err(e) if out_of_sequence(&e) => Err(RuntimeError::Conflict(format!(
+    replicated.insert("Replicas".into(), serde_json::Value::from(to));
+    let spec =
+        serde_json::to_vec(&service["Spec"]).map_err(|e| RuntimeError::Other(e.to_string()))?;
+    let path = format!("/services/{id}/update?version={version}");
+    let (status, body) = engine_call(hyper::Method::POST, &path, Some(spec)).await?;
+    let text = String::from_utf8_lossy(&body);
+    match status {
+        200 => Ok(()),
+        _ if text.contains("out of sequence") => Err(RuntimeError::Conflict(format!(
             "service {id} (version {version})"
         ))),
-        Err(e) => Err(e.into()),
+        _ => Err(RuntimeError::Other(format!(
+            "updating service {id}: {status} {}",
+            text.trim()
+        ))),
     }
 }
 
@@ -324,6 +402,29 @@ impl SwarmRuntime {
         Ok(ip)
     }
 
+    /// The tasks of service `name` on the overlay network, as Swarm's DNS
+    /// lists them (`tasks.<name>`: its running tasks); none when the name
+    /// does not resolve (no task yet, or this process is not on the network).
+    async fn by_dns(&self, name: &str, pool: &str) -> Vec<Replica> {
+        let host = format!("tasks.{name}:{}", self.task.port);
+        let mut out: Vec<Replica> = match tokio::net::lookup_host(&host).await {
+            Ok(addrs) => addrs
+                .map(|addr| Replica {
+                    id: format!("{name}@{}", addr.ip()),
+                    pool: pool.to_string(),
+                    addr,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!(host = %host, error = %e, "No Swarm task resolves");
+                Vec::new()
+            }
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The running tasks of `service` that are meant to run, with their addresses.
     async fn running(
         &self,
@@ -411,8 +512,14 @@ impl Runtime for SwarmRuntime {
         if let (Some(n), Ok(mut m)) = (cpus, self.cpus.lock()) {
             m.insert(pool.to_string(), n as f64 / 1e9);
         }
+        let serving = if self.config.publish {
+            self.running(&d, id, pool).await?
+        } else {
+            let name = spec.name.as_deref().unwrap_or_default();
+            self.by_dns(name, pool).await
+        };
         Ok(Listing {
-            serving: self.running(&d, id, pool).await?,
+            serving,
             warm: Vec::new(),
             desired: Some(desired),
         })
@@ -441,7 +548,8 @@ impl Runtime for SwarmRuntime {
             tracing::info!(pool = %spec.pool, service = %name, replicas = to, "Created Swarm service");
             return Ok(());
         };
-        update_replicas(&d, service, &spec.pool, to).await
+        let id = service.id.as_deref().unwrap_or_default();
+        update_replicas(read_service(id).await?, &spec.pool, to).await
     }
 
     async fn start(&self, _spec: &ReplicaSpec) -> Result<Replica, RuntimeError> {
