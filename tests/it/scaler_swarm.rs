@@ -1,4 +1,4 @@
-//! The Swarm runtime against a real (one-node) swarm: the runtime alone, then `gantry up` under load.
+//! The Swarm runtime against a real (one-node) swarm: the runtime alone, `gantry up` under load, and docker/swarm/stack.yml.
 //!
 //! The engine joins a one-node swarm (`docker swarm init --advertise-addr
 //! 127.0.0.1`) if it is in none, and leaves it afterwards only if a test
@@ -15,7 +15,7 @@ use gantry::scaler::runtime::{Replica, ReplicaSpec, Runtime, RuntimeError};
 
 use crate::support::docker::{test_deployment, unique, worker_image, ONE_AT_A_TIME};
 use crate::support::load::Load;
-use crate::support::{client, sh, Gantry};
+use crate::support::{client, free_port, root, sh, Gantry};
 
 const BODY: &str = r#"{"url":"http://paypal.com.secure-login.example.ru/"}"#;
 
@@ -349,4 +349,109 @@ async fn a_swarm_pool_grows_under_load_shrinks_without_a_failed_request_and_undo
         "swarm: {} requests under load and {} across the scale-down, none failed",
         report.ok, during
     );
+}
+
+/// `docker/swarm/stack.yml` as shipped, with a test's image, port, network
+/// and config: gantry as a Swarm service on the overlay network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_file_runs_gantry_as_a_swarm_service_reaching_its_workers_on_the_overlay() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (image, _) = worker_image();
+    let pool = unique("st");
+    let deployment = test_deployment();
+    let network = format!("gantry-test-{pool}");
+    let mut swarm = Swarm::join(&network);
+    swarm.services.push(service_name(&pool, &deployment));
+    let stack = format!("gantry-test-{pool}");
+    let _stack = StackCleanup(stack.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gantry.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 0.0.0.0:8080\npools:\n  {pool}: {{health: {{interval: 500ms}}}}\nroutes:\n  - {{prefix: /, pool: {pool}, idempotent: true}}\nscaler:\n  policies: /policies\n  runtime: swarm\n  deployment: {deployment}\n  docker: {{image: '{image}'}}\n  swarm: {{network: {network}, publish: false, stop_grace_period: 5s}}\n"
+        ),
+    )
+    .unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!("pool: {pool}\nmin: 2\nmax: 2\ninterval: 500ms\nmetrics: [{{metric: inflight_per_replica, target: 8}}]\n"),
+    )
+    .unwrap();
+    let port = free_port();
+    sh(Command::new("docker")
+        .args(["stack", "deploy", "--detach=true", "-c"])
+        .arg(root().join("docker/swarm/stack.yml"))
+        .arg(&stack)
+        .env("GANTRY_IMAGE", &image)
+        .env("GANTRY_HTTP_PORT", port.to_string())
+        .env("GANTRY_NETWORK", &network)
+        .env("GANTRY_CONFIG", &config)
+        .env("GANTRY_POLICY", &policy));
+
+    let logs = || {
+        let out = Command::new("docker")
+            .args(["service", "logs", "--raw", &format!("{stack}_gantry")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    // A verdict through the proxy in the swarm.
+    let c = client();
+    let url = format!("http://127.0.0.1:{port}/v1/analyze");
+    let mut last = String::new();
+    for _ in 0..600 {
+        match c.post(&url).body(BODY).send().await {
+            Ok(r) if r.status() == 200 => {
+                last = r.text().await.unwrap_or_default();
+                break;
+            }
+            Ok(r) => last = format!("status {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        last.contains("\"verdict\""),
+        "last answer: {last}\n{}",
+        logs()
+    );
+    // Its pool holds both worker tasks, by their overlay addresses (from DNS);
+    // the service's logs arrive a moment later.
+    let ready_addrs = |log: &str| -> std::collections::BTreeSet<std::net::IpAddr> {
+        log.lines()
+            .filter(|l| l.contains("Replica ready, in the pool"))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| {
+                v["fields"]["addr"]
+                    .as_str()?
+                    .parse::<std::net::SocketAddr>()
+                    .ok()
+            })
+            .map(|a| a.ip())
+            .collect()
+    };
+    let mut log = logs();
+    for _ in 0..60 {
+        if ready_addrs(&log).len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        log = logs();
+    }
+    let added = ready_addrs(&log);
+    assert_eq!(added.len(), 2, "{added:?}\n{log}");
+    assert!(added.iter().all(|ip| !ip.is_loopback()), "{added:?}");
+}
+
+/// Removes a test's stack even when the test fails.
+struct StackCleanup(String);
+
+impl Drop for StackCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["stack", "rm", &self.0])
+            .output();
+    }
 }
