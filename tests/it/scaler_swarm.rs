@@ -455,3 +455,65 @@ impl Drop for StackCleanup {
             .output();
     }
 }
+
+/// Two `gantry up` proxies with the Swarm runtime share a lease (real
+/// Redis): only the leader sets the count, the standby serves the same
+/// tasks, and the standby takes over when the leader is killed, keeping the
+/// service as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_swarm_proxies_one_scaler_in_charge_share_the_tasks() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (image, _) = worker_image();
+    let pool = unique("sl");
+    let network = format!("gantry-test-{pool}");
+    let mut swarm = Swarm::join(&network);
+    let name = service_name(&pool, &test_deployment());
+    swarm.services.push(name.clone());
+    let redis = crate::support::redis_server::RedisServer::start();
+    let lease = format!("  lease: {{redis: '{}', ttl: 1s}}\n", redis.url());
+    let yaml = config(&pool, &image, &network) + &lease;
+    let policy = format!(
+        "pool: {pool}\nmin: 2\nmax: 3\ninterval: 500ms\nmetrics: [{{metric: inflight_per_replica, target: 8}}]\n"
+    );
+    let mut a = Gantry::up(&yaml).policy("p.yaml", &policy).start().await;
+    a.wait_up(&pool, 2, 120).await;
+    let b = Gantry::up(&yaml).policy("p.yaml", &policy).start().await;
+    b.wait_up(&pool, 2, 60).await;
+    let tasks = || {
+        let mut ids: Vec<String> = sh(Command::new("docker").args([
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            &name,
+        ]))
+        .lines()
+        .map(String::from)
+        .collect();
+        ids.sort();
+        ids
+    };
+    let before = tasks();
+    assert_eq!(before.len(), 2, "{before:?}");
+    let r = client()
+        .post(format!("{}/v1/analyze", b.url))
+        .body(BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", b.tail());
+    assert!(a.log().contains("Replica count set"), "{}", a.tail());
+    assert!(b.log().contains("Standby: following"), "{}", b.tail());
+    assert!(!b.log().contains("Replica count set"), "{}", b.tail());
+
+    a.crash();
+    let (b_ref, pool_ref) = (&b, &pool);
+    b.until("b leads", Duration::from_secs(30), || async move {
+        b_ref.log().contains("Leading: this scaler acts") && b_ref.count_up(pool_ref).await == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(tasks(), before, "tasks changed on takeover");
+    assert_eq!(service_replicas(&name), "2");
+}
