@@ -8,7 +8,7 @@ ORT_LIB := $(ORT_DIR)/libonnxruntime.so
 
 include models/model.mk
 
-.PHONY: run test test-faults test-swarm build release onnxruntime deps deps-test bench-proxy bench-cache soak clean-containers fmt lint
+.PHONY: run tls-cert test test-faults test-swarm build release onnxruntime deps deps-test bench-proxy bench-cache soak clean-containers fmt lint
 
 # System packages (cmake for Pingora's zlib-ng, ...): installed when missing, or the command to run is printed.
 deps:
@@ -34,6 +34,15 @@ $(ORT_LIB): | deps
 
 run: release onnxruntime
 	./target/release/gantry up
+
+# A self-signed certificate for localhost (local use only) for examples/tls.yaml.
+tls-cert: deps-test
+	@mkdir -p var/tls
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 90 \
+	  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+	  -addext basicConstraints=critical,CA:FALSE -keyout var/tls/key.pem -out var/tls/cert.pem
+	@chmod 600 var/tls/key.pem
+	@echo "var/tls/cert.pem, var/tls/key.pem: gantry up --config examples/tls.yaml"
 
 # The Docker tests scale a worker image built by the same script as
 # `make worker-image`, from the debug binary (no release build needed to test).

@@ -12,7 +12,7 @@
 set -euo pipefail
 
 run_pkgs=(cmake pkg-config libssl-dev python3-pip)
-test_pkgs=(redis-server prometheus wrk nginx-light openssl chromium)
+test_pkgs=(redis-server prometheus wrk nginx-light openssl curl chromium)
 bench_pkgs=(nginx-light haproxy wrk curl)
 
 # Binaries that tell a package is present even when it was not installed by dpkg

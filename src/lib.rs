@@ -26,5 +26,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod scaler;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;
 pub mod yaml;

@@ -75,6 +75,8 @@ pub struct Config {
     pub cache: crate::cache::CacheConfig,
     /// The auto-scaler's settings, when the file has a `scaler:` section.
     pub scaler: Option<crate::scaler::config::ScalerConfig>,
+    /// The HTTPS listener, if any.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// A validated pool.
@@ -197,6 +199,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
     if let Some(s) = &raw.scaler {
         crate::scaler::config::check(s, src, &mut errors);
     }
+    let tls = raw.tls.and_then(|t| crate::tls::check(t, src, &mut errors));
     match (listen, admin_listen, errors.is_empty()) {
         (Some(listen), Some(admin_listen), true) => Ok(Config {
             listen,
@@ -209,6 +212,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             routes,
             cache,
             scaler: raw.scaler.map(|s| s.resolve(&src.file)),
+            tls,
         }),
         _ => Err(ConfigErrors(errors)),
     }

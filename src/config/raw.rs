@@ -38,6 +38,9 @@ pub struct RawConfig {
     /// The auto-scaler (`gantry up`, `gantry scaler`): policies and runtime. Default none.
     #[serde(default)]
     pub scaler: Option<crate::scaler::config::ScalerConfig>,
+    /// HTTPS (and HTTP/2) on a second traffic listener. Default none.
+    #[serde(default)]
+    pub tls: Option<crate::tls::RawTls>,
 }
 
 /// Limits on what a client may send and how long it may take; the defaults

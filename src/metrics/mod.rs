@@ -150,6 +150,15 @@ pub static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// Client connections refused because their listener was at its connection
 /// cap (`limits.max_connections` on `traffic`, `admin.max_connections` on
 /// `admin`, `--max-connections` on `worker`).
+pub static TLS_EXPIRY: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gantry_tls_certificate_expiry_seconds",
+        "Seconds until each TLS certificate of the traffic listener expires (negative: expired)",
+        &["file"]
+    )
+    .expect("metric registers once")
+});
+
 pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "gantry_connections_refused_total",

@@ -301,6 +301,24 @@ impl Proxy {
         let app = listener::Limited::new(proxy, self.config.limits.conn());
         let mut svc = pingora::services::listening::Service::new("gantry proxy".into(), app);
         svc.add_tcp(&self.config.listen.to_string());
+        let mut extra = self.extra;
+        if let Some(tls) = &self.config.tls {
+            let certs = crate::tls::Certs::load(&tls.certificates)
+                .map_err(|e| ProxyError::Server(format!("TLS: {e}")))?;
+            let resolver = Arc::new(crate::tls::Resolver::new(certs));
+            // Paths unused: the resolver picks the certificate of each handshake.
+            let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+                .map_err(|e| ProxyError::Server(format!("TLS: {e}")))?;
+            settings.set_cert_resolver(resolver.clone());
+            if tls.http2 {
+                settings.enable_h2();
+            }
+            svc.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+            let files = tls.certificates.clone();
+            let task: Task = Box::new(move |sd| Box::pin(crate::tls::watch(resolver, files, sd)));
+            extra.push(("tls certificates", task));
+            tracing::info!(listen = %tls.listen, http2 = tls.http2, "HTTPS listener");
+        }
         svc.threads = Some(self.config.threads);
         let control = Control {
             admin: Mutex::new(Some(self.admin)),
@@ -315,7 +333,7 @@ impl Proxy {
                 scaler: self.scaler.clone(),
                 live: status::Live::default(),
             },
-            extra: Mutex::new(self.extra),
+            extra: Mutex::new(extra),
             drain,
         };
         server.add_service(svc);

@@ -33,10 +33,21 @@ pub struct DirWatch {
 impl DirWatch {
     /// Watches `dir` (not recursively) for changes to YAML files.
     pub fn new(dir: &Path) -> Result<DirWatch, WatchError> {
+        DirWatch::with_filter(&[dir.to_path_buf()], super::policy::is_yaml)
+    }
+
+    /// Watches `dirs` (not recursively) for changes to the files `relevant` picks.
+    pub fn with_filter(
+        dirs: &[PathBuf],
+        relevant: impl Fn(&Path) -> bool + Send + 'static,
+    ) -> Result<DirWatch, WatchError> {
         let (tx, pokes) = mpsc::channel(1);
+        let first = dirs.first().cloned().unwrap_or_default();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             let relevant = match ev {
-                Ok(ev) => ev.paths.iter().any(|p| super::policy::is_yaml(p)),
+                // Reading the files (ours included) is not a change.
+                Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => false,
+                Ok(ev) => ev.paths.iter().any(|p| relevant(p)),
                 Err(_) => true,
             };
             if relevant {
@@ -44,15 +55,17 @@ impl DirWatch {
             }
         })
         .map_err(|source| WatchError {
-            dir: dir.to_path_buf(),
+            dir: first,
             cause: source,
         })?;
-        watcher
-            .watch(dir, RecursiveMode::NonRecursive)
-            .map_err(|source| WatchError {
-                dir: dir.to_path_buf(),
-                cause: source,
-            })?;
+        for dir in dirs {
+            watcher
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|source| WatchError {
+                    dir: dir.to_path_buf(),
+                    cause: source,
+                })?;
+        }
         Ok(DirWatch {
             _watcher: watcher,
             pokes,

@@ -25,6 +25,7 @@ mod scaler_policies;
 mod scaler_swarm;
 mod status_page;
 mod tidy;
+mod tls;
 mod worker_batching;
 mod worker_cli;
 mod worker_golden;

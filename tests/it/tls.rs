@@ -1,0 +1,310 @@
+//! HTTPS on the traffic listener: HTTP/2 and HTTP/1.1 over TLS, certificates by SNI, reload without dropping connections.
+//!
+//! Certificates are self-signed, made by `openssl` for each test; clients are
+//! curl (`--http2`, `--http1.1`), `openssl s_client` (which certificate a
+//! name gets) and rustls (a connection held open across a reload).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::backend::{Backend, Behaviour};
+use crate::support::{free_port, Gantry};
+
+/// A self-signed certificate for `names` (the first is also the CN), with its key, in `dir`.
+fn make_cert(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
+    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={}", names[0]),
+        ])
+        .arg("-addext")
+        .arg(format!("subjectAltName={}", san.join(",")))
+        // A leaf, not a CA: rustls refuses a CA certificate as a server's.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// The subject CN of the certificate the listener at `port` sends for `name`.
+fn served_cn(port: u16, name: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername {name} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `curl -k` over `version` (`--http2`, `--http1.1`): the HTTP version and status.
+fn curl(port: u16, version: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            version,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .arg(format!("https://localhost:{port}/v1/analyze"))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn config(backend: &Backend, port: u16, certs: &[(PathBuf, PathBuf)]) -> String {
+    let list: Vec<String> = certs
+        .iter()
+        .map(|(c, k)| format!("{{cert: '{}', key: '{}'}}", c.display(), k.display()))
+        .collect();
+    format!(
+        "pools:\n  p: {{backends: [{{addr: '{}'}}], health: {{interval: 200ms}}}}\nroutes: [{{prefix: /, pool: p}}]\ntls:\n  listen: 127.0.0.1:{port}\n  certificates: [{}]\n",
+        backend.addr,
+        list.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_http2_and_http1_picks_certificates_by_sni_and_exports_their_expiry() {
+    let backend = Backend::start("b", Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let main = make_cert(dir.path(), "main", &["localhost"]);
+    let other = make_cert(dir.path(), "other", &["other.test", "*.wild.test"]);
+    let port = free_port();
+    let g = Gantry::proxy(&config(&backend, port, &[main, other]))
+        .start()
+        .await;
+    let (g_ref, p) = (&g, port);
+    g.until("HTTPS answers", Duration::from_secs(20), || async move {
+        match curl(p, "--http2").as_str() {
+            "2 200" => Ok(()),
+            got => Err(format!("{got}: {}", g_ref.tail())),
+        }
+    })
+    .await;
+    assert_eq!(curl(port, "--http1.1"), "1.1 200");
+    // Plain HTTP goes on beside it.
+    let plain = crate::support::client()
+        .get(format!("{}/x", g.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+
+    assert_eq!(served_cn(port, "localhost"), "localhost");
+    assert_eq!(served_cn(port, "other.test"), "other.test");
+    assert_eq!(served_cn(port, "a.wild.test"), "other.test");
+    assert_eq!(
+        served_cn(port, "unknown.test"),
+        "localhost",
+        "the first is the default"
+    );
+
+    let metrics = g.metrics().await;
+    let left: Vec<f64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("gantry_tls_certificate_expiry_seconds{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(left.len(), 2, "{metrics}");
+    assert!(
+        left.iter()
+            .all(|s| *s > 29.0 * 86_400.0 && *s <= 30.0 * 86_400.0),
+        "{left:?}"
+    );
+}
+
+/// One GET on `tls` (HTTP/1.1, kept alive): the status code.
+async fn get(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> u16 {
+    tls.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tls.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return head.split(' ').nth(1).unwrap().parse().unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_certificates_serve_new_handshakes_keep_open_connections_and_a_broken_one_is_refused(
+) {
+    let backend = Backend::start("b", Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "live", &["localhost"]);
+    let port = free_port();
+    let g = Gantry::proxy(&config(&backend, port, &[(cert.clone(), key.clone())]))
+        .start()
+        .await;
+    let (g_ref, p) = (&g, port);
+    g.until("HTTPS answers", Duration::from_secs(20), || async move {
+        match curl(p, "--http1.1").as_str() {
+            "1.1 200" => Ok(()),
+            got => Err(format!("{got}: {}", g_ref.tail())),
+        }
+    })
+    .await;
+
+    // A connection opened with the first certificate (trusted as a root).
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    let pem = std::fs::read(&cert).unwrap();
+    let der = pem_to_der(&pem);
+    roots.add(der.into()).unwrap();
+    let client = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut open = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(get(&mut open).await, 200);
+
+    // Rotated the way cert-manager or certbot do: new files renamed over the old.
+    let (new_cert, new_key) = make_cert(dir.path(), "next", &["next.test", "localhost"]);
+    std::fs::rename(&new_key, &key).unwrap();
+    std::fs::rename(&new_cert, &cert).unwrap();
+    g.until(
+        "new handshakes get the new certificate",
+        Duration::from_secs(20),
+        || async move {
+            match served_cn(p, "localhost").as_str() {
+                "next.test" => Ok(()),
+                got => Err(format!("{got}: {}", g_ref.tail())),
+            }
+        },
+    )
+    .await;
+    assert_eq!(get(&mut open).await, 200, "the open connection was dropped");
+
+    // A broken replacement is refused; the last good one stays.
+    let before = served_serial(port);
+    std::fs::write(&cert, "not a certificate\n").unwrap();
+    g.until(
+        "the refusal logged",
+        Duration::from_secs(20),
+        || async move {
+            if g_ref.log().contains("TLS certificates not reloaded") {
+                Ok(())
+            } else {
+                Err(g_ref.tail())
+            }
+        },
+    )
+    .await;
+    assert_eq!(served_serial(port), before);
+    assert_eq!(curl(port, "--http2"), "2 200");
+}
+
+/// The serial number of the certificate served for `localhost`.
+fn served_serial(port: u16) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The DER of the first certificate in `pem`.
+fn pem_to_der(pem: &[u8]) -> Vec<u8> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    tokio_rustls::rustls::pki_types::CertificateDer::from_pem_slice(pem)
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn a_key_that_is_not_the_certificates_is_a_located_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = make_cert(dir.path(), "a", &["localhost"]);
+    let (_, other_key) = make_cert(dir.path(), "b", &["localhost"]);
+    let yaml = format!(
+        "pools:\n  p: {{backends: [{{addr: '127.0.0.1:1'}}]}}\nroutes: [{{prefix: /, pool: p}}]\ntls:\n  listen: 127.0.0.1:8443\n  certificates:\n    - {{cert: '{}', key: '{}'}}\n    - {{cert: '{}', key: '{}'}}\n",
+        cert.display(),
+        other_key.display(),
+        dir.path().join("missing.pem").display(),
+        other_key.display()
+    );
+    let errors = match gantry::config::from_str(Path::new("g.yaml"), &yaml) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted a key that does not match"),
+    };
+    assert!(
+        errors.contains("g.yaml:7:7: tls.certificates[0]:")
+            && errors.contains("does not match the certificate"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("g.yaml:8:7: tls.certificates[1]:") && errors.contains("missing.pem"),
+        "{errors}"
+    );
+}
