@@ -77,6 +77,8 @@ pub struct Config {
     pub scaler: Option<crate::scaler::config::ScalerConfig>,
     /// The HTTPS listener, if any.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// HTTP/2 with prior knowledge on the plain listener.
+    pub h2c: bool,
 }
 
 /// A validated pool.
@@ -213,6 +215,7 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             cache,
             scaler: raw.scaler.map(|s| s.resolve(&src.file)),
             tls,
+            h2c: raw.h2c,
         }),
         _ => Err(ConfigErrors(errors)),
     }

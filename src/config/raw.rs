@@ -38,6 +38,10 @@ pub struct RawConfig {
     /// The auto-scaler (`gantry up`, `gantry scaler`): policies and runtime. Default none.
     #[serde(default)]
     pub scaler: Option<crate::scaler::config::ScalerConfig>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the plain listener, beside
+    /// HTTP/1.1 (told apart by the connection preface). Default false.
+    #[serde(default)]
+    pub h2c: bool,
     /// HTTPS (and HTTP/2) on a second traffic listener. Default none.
     #[serde(default)]
     pub tls: Option<crate::tls::RawTls>,

@@ -150,6 +150,15 @@ pub static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// Client connections refused because their listener was at its connection
 /// cap (`limits.max_connections` on `traffic`, `admin.max_connections` on
 /// `admin`, `--max-connections` on `worker`).
+pub static REQUESTS_BY_PROTOCOL: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gantry_requests_by_protocol_total",
+        "Client requests answered by the proxy, by HTTP version (http1, h2)",
+        &["protocol"]
+    )
+    .expect("metric registers once")
+});
+
 pub static TLS_EXPIRY: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "gantry_tls_certificate_expiry_seconds",

@@ -298,6 +298,13 @@ impl Proxy {
         }
         let mut proxy = pingora::proxy::HttpProxy::new(handler, server.configuration.clone());
         proxy.handle_init_modules();
+        // HTTP/2 (over TLS by ALPN, or h2c when enabled): idle connections end
+        // like HTTP/1.1 keep-alive ones. Streams (100 at once) and decoded
+        // header lists (64 KiB) keep Pingora's bounds.
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = self.config.h2c;
+        options.h2_idle_timeout = Some(self.config.limits.conn().idle_timeout);
+        proxy.server_options = Some(options);
         let app = listener::Limited::new(proxy, self.config.limits.conn());
         let mut svc = pingora::services::listening::Service::new("gantry proxy".into(), app);
         svc.add_tcp(&self.config.listen.to_string());

@@ -625,6 +625,10 @@ impl ProxyHttp for Gantry {
         super::listener::request_done();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed().as_secs_f64();
+        let protocol = if session.is_http2() { "h2" } else { "http1" };
+        metrics::REQUESTS_BY_PROTOCOL
+            .with_label_values(&[protocol])
+            .inc();
         match &ctx.pool {
             Some(pool) => {
                 // Backend side first: once a request is counted answered, all of it is counted.

@@ -97,7 +97,7 @@ fn config(backend: &Backend, port: u16, certs: &[(PathBuf, PathBuf)]) -> String 
         .map(|(c, k)| format!("{{cert: '{}', key: '{}'}}", c.display(), k.display()))
         .collect();
     format!(
-        "pools:\n  p: {{backends: [{{addr: '{}'}}], health: {{interval: 200ms}}}}\nroutes: [{{prefix: /, pool: p}}]\ntls:\n  listen: 127.0.0.1:{port}\n  certificates: [{}]\n",
+        "h2c: true\npools:\n  p: {{backends: [{{addr: '{}'}}], health: {{interval: 200ms}}}}\nroutes: [{{prefix: /, pool: p}}]\ntls:\n  listen: 127.0.0.1:{port}\n  certificates: [{}]\n",
         backend.addr,
         list.join(", ")
     )
@@ -122,13 +122,26 @@ async fn https_serves_http2_and_http1_picks_certificates_by_sni_and_exports_thei
     })
     .await;
     assert_eq!(curl(port, "--http1.1"), "1.1 200");
-    // Plain HTTP goes on beside it.
+    // Plain HTTP goes on beside it: HTTP/1.1, and h2c with prior knowledge.
     let plain = crate::support::client()
         .get(format!("{}/x", g.url))
         .send()
         .await
         .unwrap();
     assert_eq!(plain.status(), 200);
+    let h2c = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg(format!("{}/x", g.url))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&h2c.stdout), "2 200");
 
     assert_eq!(served_cn(port, "localhost"), "localhost");
     assert_eq!(served_cn(port, "other.test"), "other.test");
@@ -146,6 +159,21 @@ async fn https_serves_http2_and_http1_picks_certificates_by_sni_and_exports_thei
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
     assert_eq!(left.len(), 2, "{metrics}");
+    let by_protocol = |p: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "gantry_requests_by_protocol_total{{protocol=\"{p}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        by_protocol("h2") >= 2.0 && by_protocol("http1") >= 2.0,
+        "{metrics}"
+    );
     assert!(
         left.iter()
             .all(|s| *s > 29.0 * 86_400.0 && *s <= 30.0 * 86_400.0),
