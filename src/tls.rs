@@ -40,6 +40,10 @@ pub struct RawTls {
     /// Offer HTTP/2 (ALPN `h2`) beside HTTP/1.1. Default true.
     #[serde(default = "yes")]
     pub http2: bool,
+    /// Answer every request on the plain listener with a `308` to the same
+    /// URL over HTTPS on this listener's port. Default false.
+    #[serde(default)]
+    pub redirect_http: bool,
 }
 
 fn yes() -> bool {
@@ -65,6 +69,8 @@ pub struct TlsConfig {
     pub certificates: Vec<CertFiles>,
     /// Offer HTTP/2.
     pub http2: bool,
+    /// Send plain-HTTP requests to HTTPS.
+    pub redirect_http: bool,
 }
 
 /// Checks the section, loading every certificate; errors are located under `tls.`.
@@ -89,7 +95,38 @@ pub fn check(
         listen: listen.expect("checked"),
         certificates: raw.certificates,
         http2: raw.http2,
+        redirect_http: raw.redirect_http,
     })
+}
+
+/// Where a plain-HTTP request for `host` (its `Host` header) and
+/// `path_and_query` goes on HTTPS port `port`; `None` without a usable host.
+pub fn https_location(host: Option<&str>, path_and_query: &str, port: u16) -> Option<String> {
+    let host = host?.trim();
+    // Drop the port: `[v6]:80`, `name:80`; a bare IPv6 address has no port.
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        format!("[{}]", rest.split(']').next()?)
+    } else {
+        host.split(':').next()?.to_string()
+    };
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b));
+    if !valid {
+        return None;
+    }
+    let port = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let path = if path_and_query.starts_with('/') {
+        path_and_query
+    } else {
+        "/"
+    };
+    Some(format!("https://{name}{port}{path}"))
 }
 
 /// Why a certificate could not be used.
@@ -348,5 +385,43 @@ pub async fn watch(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::https_location;
+
+    #[test]
+    fn plain_requests_are_sent_to_the_same_url_on_the_https_port() {
+        let check = |host, path, port, want: Option<&str>| {
+            assert_eq!(
+                https_location(host, path, port).as_deref(),
+                want,
+                "{host:?} {path}"
+            );
+        };
+        check(
+            Some("example.com"),
+            "/v1/analyze?x=1",
+            443,
+            Some("https://example.com/v1/analyze?x=1"),
+        );
+        check(
+            Some("example.com:8080"),
+            "/",
+            8443,
+            Some("https://example.com:8443/"),
+        );
+        check(Some("[::1]:8080"), "/a", 8443, Some("https://[::1]:8443/a"));
+        check(
+            Some("127.0.0.1:8080"),
+            "*",
+            8443,
+            Some("https://127.0.0.1:8443/"),
+        );
+        check(None, "/", 443, None);
+        check(Some(""), "/", 443, None);
+        check(Some("evil.com/@x"), "/", 443, None);
     }
 }

@@ -45,6 +45,8 @@ pub struct Gantry {
     cache: Option<Arc<CacheFront>>,
     /// Request head limits.
     limits: crate::config::raw::Limits,
+    /// The HTTPS port plain requests are redirected to (`tls.redirect_http`).
+    https_redirect: Option<u16>,
 }
 
 /// Per-request state.
@@ -100,6 +102,11 @@ impl Gantry {
             pools,
             cache: None,
             limits: config.limits,
+            https_redirect: config
+                .tls
+                .as_ref()
+                .filter(|t| t.redirect_http)
+                .map(|t| t.listen.port()),
         }
     }
 
@@ -157,6 +164,29 @@ impl Gantry {
         Answer::text(status, &msg)?.send(session).await
     }
 
+    /// A plain-HTTP request when HTTPS is required: `308` to the same URL on `port`.
+    async fn redirect(&self, session: &mut Session, ctx: &Ctx, port: u16) -> Result<Phase> {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(req.uri.host());
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        match crate::tls::https_location(host, path, port) {
+            Some(location) => {
+                Answer::text(308, "this service is served over HTTPS")?
+                    .set("location", &location)?
+                    .send(session)
+                    .await
+            }
+            None => {
+                let msg = "a Host header is needed to redirect to HTTPS".to_string();
+                Self::reject(session, ctx, 400, "no_host", msg).await
+            }
+        }
+    }
+
     /// Routes and admits a request: limits, cache lookup, holding for a backend.
     async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Phase> {
         if let Some(msg) = self.uri_too_long(session.req_header()) {
@@ -166,6 +196,15 @@ impl Gantry {
         if let Some(msg) = self.head_too_large(session.req_header()) {
             session.set_keepalive(None);
             return Self::reject(session, ctx, 431, "head_too_large", msg).await;
+        }
+        if let Some(port) = self.https_redirect {
+            let tls = session
+                .as_downstream()
+                .digest()
+                .is_some_and(|d| d.ssl_digest.is_some());
+            if !tls {
+                return self.redirect(session, ctx, port).await;
+            }
         }
         let Some((index, route)) = self.route(session.req_header().uri.path()) else {
             let msg = format!("no route for {}", session.req_header().uri.path());

@@ -336,3 +336,40 @@ fn a_key_that_is_not_the_certificates_is_a_located_config_error() {
         "{errors}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redirect_http_plain_requests_are_sent_to_https() {
+    let backend = Backend::start("b", Behaviour::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pair = make_cert(dir.path(), "main", &["localhost"]);
+    let port = free_port();
+    let yaml = config(&backend, port, &[pair]) + "  redirect_http: true\n";
+    let g = Gantry::proxy(&yaml).start().await;
+    let (g_ref, p) = (&g, port);
+    g.until("HTTPS answers", Duration::from_secs(20), || async move {
+        match curl(p, "--http2").as_str() {
+            "2 200" => Ok(()),
+            got => Err(format!("{got}: {}", g_ref.tail())),
+        }
+    })
+    .await;
+    let hits = backend.hits();
+    let plain_port = g.url.rsplit(':').next().unwrap().to_string();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .args(["--resolve", &format!("localhost:{plain_port}:127.0.0.1")])
+        .arg(format!("http://localhost:{plain_port}/v1/analyze?x=1"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("308 https://localhost:{port}/v1/analyze?x=1")
+    );
+    assert_eq!(backend.hits(), hits, "a plain request reached the backend");
+}
