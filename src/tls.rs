@@ -365,12 +365,7 @@ pub async fn watch(
     };
     let mut minute = tokio::time::interval(Duration::from_secs(60));
     loop {
-        let changed = async {
-            match watch.as_mut() {
-                Some(w) => w.changed().await,
-                None => std::future::pending().await,
-            }
-        };
+        let changed = crate::scaler::reload::changed(watch.as_mut());
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = minute.tick() => resolver.current.load().publish(false),

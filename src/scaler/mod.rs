@@ -99,12 +99,7 @@ impl Scaler {
         };
         let mut stop = shutdown.clone();
         loop {
-            let changed = async {
-                match watch.as_mut() {
-                    Some(w) => w.changed().await,
-                    None => std::future::pending().await,
-                }
-            };
+            let changed = reload::changed(watch.as_mut());
             tokio::select! {
                 c = changed => match c {
                     Some(()) => self.reload(&mut senders, &mut loops, &shutdown).await,

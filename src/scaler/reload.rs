@@ -14,6 +14,14 @@ use tokio::sync::mpsc;
 /// Quiet time after the last change before reloading.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
+/// [`DirWatch::changed`] of `watch`; never, when there is no watch.
+pub async fn changed(watch: Option<&mut DirWatch>) -> Option<()> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Errors setting up the watch.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot watch {dir}: {cause}")]

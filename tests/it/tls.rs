@@ -103,6 +103,25 @@ fn config(backend: &Backend, port: u16, certs: &[(PathBuf, PathBuf)]) -> String 
     )
 }
 
+/// `gantry proxy` on `yaml`, once its HTTPS listener on `port` answers 200 over `version`.
+async fn start_https(yaml: &str, port: u16, version: &'static str) -> Gantry {
+    let g = Gantry::proxy(yaml).start().await;
+    let want = if version == "--http2" {
+        "2 200"
+    } else {
+        "1.1 200"
+    };
+    let g_ref = &g;
+    g.until("HTTPS answers", Duration::from_secs(20), || async move {
+        match curl(port, version) {
+            got if got == want => Ok(()),
+            got => Err(format!("{got}: {}", g_ref.tail())),
+        }
+    })
+    .await;
+    g
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_serves_http2_and_http1_picks_certificates_by_sni_and_exports_their_expiry() {
     let backend = Backend::start("b", Behaviour::default()).await;
@@ -110,17 +129,7 @@ async fn https_serves_http2_and_http1_picks_certificates_by_sni_and_exports_thei
     let main = make_cert(dir.path(), "main", &["localhost"]);
     let other = make_cert(dir.path(), "other", &["other.test", "*.wild.test"]);
     let port = free_port();
-    let g = Gantry::proxy(&config(&backend, port, &[main, other]))
-        .start()
-        .await;
-    let (g_ref, p) = (&g, port);
-    g.until("HTTPS answers", Duration::from_secs(20), || async move {
-        match curl(p, "--http2").as_str() {
-            "2 200" => Ok(()),
-            got => Err(format!("{got}: {}", g_ref.tail())),
-        }
-    })
-    .await;
+    let g = start_https(&config(&backend, port, &[main, other]), port, "--http2").await;
     assert_eq!(curl(port, "--http1.1"), "1.1 200");
     // Plain HTTP goes on beside it: HTTP/1.1, and h2c with prior knowledge.
     let plain = crate::support::client()
@@ -220,17 +229,9 @@ async fn replaced_certificates_serve_new_handshakes_keep_open_connections_and_a_
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = make_cert(dir.path(), "live", &["localhost"]);
     let port = free_port();
-    let g = Gantry::proxy(&config(&backend, port, &[(cert.clone(), key.clone())]))
-        .start()
-        .await;
+    let pair = (cert.clone(), key.clone());
+    let g = start_https(&config(&backend, port, &[pair]), port, "--http1.1").await;
     let (g_ref, p) = (&g, port);
-    g.until("HTTPS answers", Duration::from_secs(20), || async move {
-        match curl(p, "--http1.1").as_str() {
-            "1.1 200" => Ok(()),
-            got => Err(format!("{got}: {}", g_ref.tail())),
-        }
-    })
-    .await;
 
     // A connection opened with the first certificate (trusted as a root).
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
@@ -344,15 +345,7 @@ async fn with_redirect_http_plain_requests_are_sent_to_https() {
     let pair = make_cert(dir.path(), "main", &["localhost"]);
     let port = free_port();
     let yaml = config(&backend, port, &[pair]) + "  redirect_http: true\n";
-    let g = Gantry::proxy(&yaml).start().await;
-    let (g_ref, p) = (&g, port);
-    g.until("HTTPS answers", Duration::from_secs(20), || async move {
-        match curl(p, "--http2").as_str() {
-            "2 200" => Ok(()),
-            got => Err(format!("{got}: {}", g_ref.tail())),
-        }
-    })
-    .await;
+    let g = start_https(&yaml, port, "--http2").await;
     let hits = backend.hits();
     let plain_port = g.url.rsplit(':').next().unwrap().to_string();
     let out = Command::new("curl")

@@ -85,6 +85,29 @@ impl Engine {
     }
 }
 
+/// Creates `network` (labelled as managed by `deployment`) unless a
+/// network of its name exists.
+pub async fn ensure_network(
+    d: &Docker,
+    mut network: NetworkCreateRequest,
+    deployment: &str,
+) -> Result<(), RuntimeError> {
+    match d.inspect_network(&network.name, None).await {
+        Ok(_) => Ok(()),
+        Err(e) if not_found(&e) => {
+            network.labels = Some(HashMap::from([
+                (MANAGED_LABEL.into(), "true".into()),
+                (DEPLOYMENT_LABEL.into(), deployment.to_string()),
+            ]));
+            let (name, driver) = (network.name.clone(), network.driver.clone());
+            d.create_network(network).await?;
+            tracing::info!(network = %name, driver = ?driver, "Created network");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Whether the engine answered 404.
 pub fn not_found(e: &bollard::errors::Error) -> bool {
     matches!(
@@ -180,28 +203,15 @@ impl DockerRuntime {
     /// Creates the user-defined network once, if it does not exist.
     async fn ensure_network(&self, d: &Docker) -> Result<(), RuntimeError> {
         let mut ready = self.network_ready.lock().await;
-        if *ready {
-            return Ok(());
+        if !*ready {
+            let network = NetworkCreateRequest {
+                name: self.config.network.clone(),
+                driver: Some("bridge".into()),
+                ..Default::default()
+            };
+            ensure_network(d, network, &self.deployment).await?;
+            *ready = true;
         }
-        let name = &self.config.network;
-        match d.inspect_network(name, None).await {
-            Ok(_) => {}
-            Err(e) if not_found(&e) => {
-                d.create_network(NetworkCreateRequest {
-                    name: name.clone(),
-                    driver: Some("bridge".into()),
-                    labels: Some(HashMap::from([
-                        (MANAGED_LABEL.into(), "true".into()),
-                        (DEPLOYMENT_LABEL.into(), self.deployment.clone()),
-                    ])),
-                    ..Default::default()
-                })
-                .await?;
-                tracing::info!(network = %name, "Created Docker network");
-            }
-            Err(e) => return Err(e.into()),
-        }
-        *ready = true;
         Ok(())
     }
 

@@ -52,7 +52,7 @@ use bollard::Docker;
 use tokio::sync::broadcast;
 
 use super::container::{self, filters, labels};
-use super::docker::{container_usage, not_found, Engine};
+use super::docker::{container_usage, Engine};
 use super::{
     http_ready, probe_client, Death, Listing, Replica, ReplicaSpec, Runtime, RuntimeError, Usage,
 };
@@ -353,32 +353,19 @@ impl SwarmRuntime {
         }
     }
 
-    /// Creates the overlay network once, if it does not exist.
+    /// Creates the overlay network (attachable) once, if it does not exist.
     async fn ensure_network(&self, d: &Docker) -> Result<(), RuntimeError> {
         let mut ready = self.network_ready.lock().await;
-        if *ready {
-            return Ok(());
+        if !*ready {
+            let network = NetworkCreateRequest {
+                name: self.config.network.clone(),
+                driver: Some("overlay".into()),
+                attachable: Some(true),
+                ..Default::default()
+            };
+            super::docker::ensure_network(d, network, &self.deployment).await?;
+            *ready = true;
         }
-        let name = &self.config.network;
-        match d.inspect_network(name, None).await {
-            Ok(_) => {}
-            Err(e) if not_found(&e) => {
-                d.create_network(NetworkCreateRequest {
-                    name: name.clone(),
-                    driver: Some("overlay".into()),
-                    attachable: Some(true),
-                    labels: Some(HashMap::from([
-                        (super::MANAGED_LABEL.into(), "true".into()),
-                        (super::DEPLOYMENT_LABEL.into(), self.deployment.clone()),
-                    ])),
-                    ..Default::default()
-                })
-                .await?;
-                tracing::info!(network = %name, "Created Swarm overlay network");
-            }
-            Err(e) => return Err(e.into()),
-        }
-        *ready = true;
         Ok(())
     }
 
