@@ -8,7 +8,7 @@ ORT_LIB := $(ORT_DIR)/libonnxruntime.so
 
 include models/model.mk
 
-.PHONY: run tls-cert test test-faults test-swarm build release onnxruntime deps deps-test bench-proxy bench-cache soak clean-containers fmt lint
+.PHONY: run tls-cert bench-tls test test-faults test-swarm build release onnxruntime deps deps-test bench-proxy bench-cache soak clean-containers fmt lint
 
 # System packages (cmake for Pingora's zlib-ng, ...): installed when missing, or the command to run is printed.
 deps:
@@ -72,6 +72,11 @@ test-faults: deps-test onnxruntime
 	GANTRY_BIN=target/debug/gantry IMAGE_CONTEXT=target/worker-image-ci docker/worker/build.sh $(TEST_WORKER_IMAGE)
 	GANTRY_TEST_WORKER_IMAGE=$(TEST_WORKER_IMAGE) GANTRY_TEST_DEPLOYMENT=$(TEST_DEPLOYMENT) \
 	  $(CARGO) test --test it faults:: -- --ignored --nocapture --test-threads=1
+
+# HTTPS and HTTP/2: gantry vs nginx vs HAProxy (h2load, wrk over TLS, handshakes/s).
+bench-tls: release
+	@scripts/install-deps.sh bench
+	bench/tls.sh $(or $(DURATION),10s)
 
 bench-proxy: release
 	bench/proxy.sh

@@ -13,7 +13,7 @@ set -euo pipefail
 
 run_pkgs=(cmake pkg-config libssl-dev python3-pip)
 test_pkgs=(redis-server prometheus wrk nginx-light openssl curl chromium)
-bench_pkgs=(nginx-light haproxy wrk curl)
+bench_pkgs=(nginx-light haproxy wrk curl nghttp2-client openssl)
 
 # Binaries that tell a package is present even when it was not installed by dpkg
 # (a toolchain from elsewhere, say). Package -> command.
@@ -21,7 +21,7 @@ declare -A probe=(
   [cmake]=cmake [pkg-config]=pkg-config [redis-server]=redis-server
   [prometheus]=prometheus [wrk]=wrk [nginx-light]=nginx [openssl]=openssl
   [chromium]=chromium
-  [haproxy]=haproxy [curl]=curl
+  [haproxy]=haproxy [curl]=curl [nghttp2-client]=h2load
 )
 
 want=("${run_pkgs[@]}")
