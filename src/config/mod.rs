@@ -106,6 +106,8 @@ pub struct PoolConfig {
     pub max_body_bytes: u64,
     /// Time a removed backend gets to finish.
     pub drain_timeout: Duration,
+    /// What the backends speak (requests and health checks).
+    pub protocol: raw::UpstreamProtocol,
 }
 
 /// A backend address and weight.
@@ -356,6 +358,7 @@ fn validate_pool(
         attempts: p.retry.attempts,
         max_body_bytes: p.max_body_bytes,
         drain_timeout: p.drain_timeout,
+        protocol: p.protocol,
     }
 }
 

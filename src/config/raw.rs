@@ -207,6 +207,21 @@ pub struct RawPool {
     /// How long a removed backend may finish in-flight requests. Default 30 s.
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// What the pool's backends speak: `http1` (default) or `h2c` (HTTP/2
+    /// with prior knowledge, e.g. gRPC servers); health checks use it too.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+/// The protocol a pool's backends speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext, with prior knowledge.
+    H2c,
 }
 
 /// A backend address with its weight.

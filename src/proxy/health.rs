@@ -17,12 +17,15 @@ use super::pool::{Backend, Pool};
 /// HTTP client used for probes.
 pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
-/// A client that keeps no idle connections: a probe must test a fresh connect.
-pub fn probe_client() -> ProbeClient {
+/// A client that keeps no idle connections: a probe must test a fresh
+/// connect. With `h2c`, it speaks HTTP/2 with prior knowledge, as the
+/// pool's requests do.
+pub fn probe_client(h2c: bool) -> ProbeClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(1)));
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
+        .http2_only(h2c)
         .build(connector)
 }
 
@@ -61,7 +64,8 @@ pub async fn check_pool(client: &ProbeClient, pool: &Pool) {
 
 /// Checks `pool` every interval, forever.
 pub async fn run(pool: Arc<Pool>) {
-    let client = probe_client();
+    let h2c = pool.config.protocol == crate::config::raw::UpstreamProtocol::H2c;
+    let client = probe_client(h2c);
     let mut tick = tokio::time::interval(pool.config.health.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -483,6 +483,9 @@ impl ProxyHttp for Gantry {
         o.connection_timeout = Some(pool.config.connect_timeout);
         o.read_timeout = Some(pool.config.read_timeout);
         o.write_timeout = Some(pool.config.write_timeout);
+        if pool.config.protocol == crate::config::raw::UpstreamProtocol::H2c {
+            o.set_http_version(2, 2);
+        }
         Ok(Box::new(peer))
     }
 

@@ -1,4 +1,4 @@
-//! HTTPS on the traffic listener: HTTP/2 and HTTP/1.1 over TLS, certificates by SNI, reload without dropping connections.
+//! HTTPS and HTTP/2: h2 and HTTP/1.1 over TLS, certificates by SNI, reload without dropping connections, h2c from clients and to backends.
 //!
 //! Certificates are self-signed, made by `openssl` for each test; clients are
 //! curl (`--http2`, `--http1.1`), `openssl s_client` (which certificate a
@@ -365,4 +365,71 @@ async fn with_redirect_http_plain_requests_are_sent_to_https() {
         format!("308 https://localhost:{port}/v1/analyze?x=1")
     );
     assert_eq!(backend.hits(), hits, "a plain request reached the backend");
+}
+
+/// An HTTP/2-only cleartext server (no HTTP/1.1 at all) that answers every
+/// request `200 <version it saw>`; returns its address.
+async fn h2c_backend() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = format!("{:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_pool_is_proxied_and_health_checked_over_http2() {
+    let h2 = h2c_backend().await;
+    let yaml = format!(
+        "pools:\n  grpc: {{protocol: h2c, backends: [{{addr: '{h2}'}}], health: {{interval: 200ms}}}}\n  plain: {{backends: [{{addr: '{h2}'}}], health: {{interval: 200ms}}}}\nroutes:\n  - {{prefix: /grpc, pool: grpc}}\n  - {{prefix: /, pool: plain}}\n"
+    );
+    let g = Gantry::proxy(&yaml).start().await;
+    let c = crate::support::client();
+    let url = format!("{}/grpc/Service/Method", g.url);
+    let (c_ref, url_ref, g_ref) = (&c, &url, &g);
+    g.until(
+        "the h2c backend answers through the proxy",
+        Duration::from_secs(20),
+        || async move {
+            match c_ref.get(url_ref).send().await {
+                Ok(r) if r.status() == 200 => match r.text().await.unwrap_or_default().as_str() {
+                    "HTTP/2.0" => Ok(()),
+                    other => Err(format!("backend saw {other}")),
+                },
+                Ok(r) => Err(format!("status {}: {}", r.status(), g_ref.tail())),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await;
+    // The same server as an HTTP/1.1 pool: its health checks fail, so it is down.
+    let (g_ref, pool) = (&g, "plain");
+    g.until(
+        "the HTTP/1.1 pool's checks fail",
+        Duration::from_secs(20),
+        || async move {
+            match g_ref.count_up(pool).await {
+                0 => Ok(()),
+                n => Err(format!("{n} up")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(g.count_up("grpc").await, 1);
 }
