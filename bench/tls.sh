@@ -49,6 +49,9 @@ error_log $work/nginx.log;
 events { worker_connections 4096; }
 http {
   access_log off;
+  # nginx ends a connection after 1,000 requests by default (HTTP/2 too),
+  # and h2load does not reconnect: lift it, as gantry and HAProxy have no such cap.
+  keepalive_requests 10000000;
   upstream b { server 127.0.0.1:$BACKEND; keepalive 64; }
   server {
     listen 127.0.0.1:$N ssl http2;
