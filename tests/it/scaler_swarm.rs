@@ -165,6 +165,13 @@ async fn the_swarm_runtime_scales_a_service_by_compare_and_set_and_swarm_replace
         "{hardened}"
     );
 
+    // Tasks on this node are measured (memory % of the policy's limit).
+    let usage = rt.usage(&two).await;
+    assert!(
+        usage.iter().all(|u| u.memory_percent.is_some()),
+        "{usage:?}"
+    );
+
     // Someone changes the service between our read and our write: refused.
     let d = rt.docker().await.unwrap();
     let id = rt.service(&d, &pool).await.unwrap().unwrap().id.unwrap();

@@ -80,8 +80,9 @@ pub struct SwarmRuntime {
     network_ready: tokio::sync::Mutex<bool>,
     /// Address of each node, by node id.
     nodes: tokio::sync::Mutex<HashMap<String, IpAddr>>,
-    /// Container id of each listed task, by task id (for stats on this node).
-    containers: Mutex<HashMap<String, String>>,
+    /// Container id of each listed task, by pool, then task id (for stats
+    /// on this node); each listing of a pool replaces that pool's.
+    containers: Mutex<HashMap<String, HashMap<String, String>>>,
     /// CPU limit of the tasks, cores, by pool (from the service's spec).
     cpus: Mutex<HashMap<String, f64>>,
     /// Never sent to: a dead task is found gone from the listing.
@@ -460,8 +461,7 @@ impl SwarmRuntime {
         }
         out.sort();
         if let Ok(mut m) = self.containers.lock() {
-            m.retain(|_, _| false);
-            m.extend(containers);
+            m.insert(pool.to_string(), containers);
         }
         Ok(out)
     }
@@ -574,7 +574,7 @@ impl Runtime for SwarmRuntime {
         };
         let d = &d;
         futures::future::join_all(replicas.iter().map(|r| {
-            let container = containers.get(&r.id).cloned();
+            let container = containers.get(&r.pool).and_then(|c| c.get(&r.id)).cloned();
             let limit = cpus.get(&r.pool).copied();
             async move {
                 match container {
