@@ -41,6 +41,17 @@ impl Swarm {
     }
 }
 
+/// A test pool named from `prefix` in a joined swarm: the guard (which also
+/// removes the pool's service), the pool, its network and its service's name.
+fn swarm_pool(prefix: &str) -> (Swarm, String, String, String) {
+    let pool = unique(prefix);
+    let network = format!("gantry-test-{pool}");
+    let service = service_name(&pool, &test_deployment());
+    let mut swarm = Swarm::join(&network);
+    swarm.services.push(service.clone());
+    (swarm, pool, network, service)
+}
+
 impl Drop for Swarm {
     fn drop(&mut self) {
         for s in &self.services {
@@ -114,11 +125,8 @@ fn container_of(task: &str) -> String {
 async fn the_swarm_runtime_scales_a_service_by_compare_and_set_and_swarm_replaces_dead_tasks() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (image, _) = worker_image();
-    let pool = unique("sw");
+    let (_swarm, pool, network, name) = swarm_pool("sw");
     let deployment = test_deployment();
-    let network = format!("gantry-test-{pool}");
-    let mut swarm = Swarm::join(&network);
-    swarm.services.push(service_name(&pool, &deployment));
     let rt = SwarmRuntime::new(
         DockerConfig {
             image,
@@ -176,7 +184,6 @@ async fn the_swarm_runtime_scales_a_service_by_compare_and_set_and_swarm_replace
     let d = rt.docker().await.unwrap();
     let id = rt.service(&d, &pool).await.unwrap().unwrap().id.unwrap();
     let read = read_service(&id).await.unwrap();
-    let name = service_name(&pool, &deployment);
     sh(Command::new("docker").args([
         "service",
         "update",
@@ -287,11 +294,7 @@ async fn a_swarm_pool_grows_under_load_shrinks_without_a_failed_request_and_undo
 {
     let _one = ONE_AT_A_TIME.lock().await;
     let (image, _) = worker_image();
-    let pool = unique("su");
-    let network = format!("gantry-test-{pool}");
-    let mut swarm = Swarm::join(&network);
-    let name = service_name(&pool, &test_deployment());
-    swarm.services.push(name.clone());
+    let (_swarm, pool, network, name) = swarm_pool("su");
     let up = Gantry::up(&config(&pool, &image, &network))
         .policy("p.yaml", &policy(&pool))
         .start()
@@ -364,11 +367,8 @@ async fn a_swarm_pool_grows_under_load_shrinks_without_a_failed_request_and_undo
 async fn the_stack_file_runs_gantry_as_a_swarm_service_reaching_its_workers_on_the_overlay() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (image, _) = worker_image();
-    let pool = unique("st");
+    let (_swarm, pool, network, _) = swarm_pool("st");
     let deployment = test_deployment();
-    let network = format!("gantry-test-{pool}");
-    let mut swarm = Swarm::join(&network);
-    swarm.services.push(service_name(&pool, &deployment));
     let stack = format!("gantry-test-{pool}");
     let _stack = StackCleanup(stack.clone());
     let dir = tempfile::tempdir().unwrap();
@@ -471,11 +471,7 @@ impl Drop for StackCleanup {
 async fn two_swarm_proxies_one_scaler_in_charge_share_the_tasks() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (image, _) = worker_image();
-    let pool = unique("sl");
-    let network = format!("gantry-test-{pool}");
-    let mut swarm = Swarm::join(&network);
-    let name = service_name(&pool, &test_deployment());
-    swarm.services.push(name.clone());
+    let (_swarm, pool, network, name) = swarm_pool("sl");
     let redis = crate::support::redis_server::RedisServer::start();
     let lease = format!("  lease: {{redis: '{}', ttl: 1s}}\n", redis.url());
     let yaml = config(&pool, &image, &network) + &lease;

@@ -55,17 +55,22 @@ fn make_cert(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// The subject CN of the certificate the listener at `port` sends for `name`.
-fn served_cn(port: u16, name: &str) -> String {
+/// `openssl x509 -noout -<field>` of the certificate the listener at `port` sends for `name`.
+fn served(port: u16, name: &str, field: &str) -> String {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "openssl s_client -connect 127.0.0.1:{port} -servername {name} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+            "openssl s_client -connect 127.0.0.1:{port} -servername {name} </dev/null 2>/dev/null | openssl x509 -noout -{field}"
         ))
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The subject CN of the certificate the listener at `port` sends for `name`.
+fn served_cn(port: u16, name: &str) -> String {
+    let subject = served(port, name, "subject");
+    subject
         .rsplit('=')
         .next()
         .unwrap_or_default()
@@ -273,7 +278,7 @@ async fn replaced_certificates_serve_new_handshakes_keep_open_connections_and_a_
     assert_eq!(get(&mut open).await, 200, "the open connection was dropped");
 
     // A broken replacement is refused; the last good one stays.
-    let before = served_serial(port);
+    let before = served(port, "localhost", "serial");
     std::fs::write(&cert, "not a certificate\n").unwrap();
     g.until(
         "the refusal logged",
@@ -287,20 +292,8 @@ async fn replaced_certificates_serve_new_handshakes_keep_open_connections_and_a_
         },
     )
     .await;
-    assert_eq!(served_serial(port), before);
+    assert_eq!(served(port, "localhost", "serial"), before);
     assert_eq!(curl(port, "--http2"), "2 200");
-}
-
-/// The serial number of the certificate served for `localhost`.
-fn served_serial(port: u16) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -serial"
-        ))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The DER of the first certificate in `pem`.
