@@ -108,6 +108,8 @@ pub struct PoolConfig {
     pub drain_timeout: Duration,
     /// What the backends speak (requests and health checks).
     pub protocol: raw::UpstreamProtocol,
+    /// TLS to the backends, loaded.
+    pub tls: Option<crate::tls::upstream::UpstreamTls>,
 }
 
 /// A backend address and weight.
@@ -346,6 +348,23 @@ fn validate_pool(
     if p.retry.attempts == 0 {
         errors.push(src.error(at("retry.attempts"), "must be at least 1 (the first try)"));
     }
+    match (p.protocol, p.tls.is_some()) {
+        (raw::UpstreamProtocol::H2, false) => errors.push(src.error(
+            at("protocol"),
+            "`h2` is HTTP/2 over TLS and needs `tls:`; HTTP/2 without TLS is `h2c`",
+        )),
+        (raw::UpstreamProtocol::H2c, true) => errors.push(src.error(
+            at("protocol"),
+            "`h2c` is HTTP/2 without TLS; with `tls:` use `h2`",
+        )),
+        _ => {}
+    }
+    let tls = p
+        .tls
+        .and_then(|t| crate::tls::upstream::check(t, &at("tls"), src, errors));
+    if tls.as_ref().is_some_and(|t| !t.verify) {
+        tracing::warn!(pool = %name, "tls.verify is false: any certificate the backends send is accepted");
+    }
     PoolConfig {
         name,
         policy: p.policy,
@@ -359,6 +378,7 @@ fn validate_pool(
         max_body_bytes: p.max_body_bytes,
         drain_timeout: p.drain_timeout,
         protocol: p.protocol,
+        tls,
     }
 }
 

@@ -207,10 +207,14 @@ pub struct RawPool {
     /// How long a removed backend may finish in-flight requests. Default 30 s.
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// What the pool's backends speak: `http1` (default) or `h2c` (HTTP/2
-    /// with prior knowledge, e.g. gRPC servers); health checks use it too.
+    /// What the pool's backends speak: `http1` (default), `h2c` (HTTP/2
+    /// with prior knowledge, e.g. gRPC servers) or, with `tls`, `h2` (HTTP/2
+    /// over TLS); health checks use it too.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// Reach the backends over TLS: CA, server name, client certificate.
+    #[serde(default)]
+    pub tls: Option<crate::tls::upstream::RawUpstreamTls>,
 }
 
 /// The protocol a pool's backends speak.
@@ -222,6 +226,15 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 over cleartext, with prior knowledge.
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`); needs the pool's `tls`.
+    H2,
+}
+
+impl UpstreamProtocol {
+    /// Requests and health checks use HTTP/2.
+    pub fn is_http2(self) -> bool {
+        self != UpstreamProtocol::Http1
+    }
 }
 
 /// A backend address with its weight.

@@ -478,12 +478,15 @@ impl ProxyHttp for Gantry {
         ctx.lease = Some(lease);
         ctx.attempt_open = true;
         ctx.upstream_start.get_or_insert_with(Instant::now);
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &pool.config.tls {
+            Some(tls) => tls.peer(addr),
+            None => HttpPeer::new(addr, false, String::new()),
+        };
         let o = &mut peer.options;
         o.connection_timeout = Some(pool.config.connect_timeout);
         o.read_timeout = Some(pool.config.read_timeout);
         o.write_timeout = Some(pool.config.write_timeout);
-        if pool.config.protocol == crate::config::raw::UpstreamProtocol::H2c {
+        if pool.config.protocol.is_http2() {
             o.set_http_version(2, 2);
         }
         Ok(Box::new(peer))

@@ -26,6 +26,7 @@ mod scaler_swarm;
 mod status_page;
 mod tidy;
 mod tls;
+mod tls_upstream;
 mod worker_batching;
 mod worker_cli;
 mod worker_golden;

@@ -426,3 +426,127 @@ async fn an_h2c_pool_is_proxied_and_health_checked_over_http2() {
     .await;
     assert_eq!(g.count_up("grpc").await, 1);
 }
+
+/// One HTTP/2 frame header: length, type, flags, stream id.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads one frame: `(type, flags, stream, payload)`.
+async fn read_frame(s: &mut tokio::net::TcpStream) -> (u8, u8, u32, Vec<u8>) {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.expect("a frame");
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.expect("a payload");
+    (head[3], head[4], stream, payload)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_bounds_streams_and_header_lists_as_the_spec_says() {
+    let backend = Backend::start("b", Behaviour::default()).await;
+    let yaml = format!(
+        "h2c: true\npools:\n  p: {{backends: [{{addr: '{}'}}], health: {{interval: 200ms}}}}\nroutes: [{{prefix: /, pool: p}}]\n",
+        backend.addr
+    );
+    let g = Gantry::proxy(&yaml).start().await;
+    let addr = g.url.trim_start_matches("http://").to_string();
+
+    // A raw client that ignores the server's SETTINGS: it opens 101 POST
+    // streams and sends no body, so all stay open.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&frame(0x4, 0, 0, &[])).await.unwrap();
+    let (kind, _, _, settings) = read_frame(&mut s).await;
+    assert_eq!(kind, 0x4, "the server starts with SETTINGS");
+    let setting = |id: u16| {
+        settings
+            .chunks(6)
+            .find(|c| u16::from_be_bytes([c[0], c[1]]) == id)
+            .map(|c| u32::from_be_bytes([c[2], c[3], c[4], c[5]]))
+    };
+    // SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_HEADER_LIST_SIZE.
+    assert_eq!(setting(0x3), Some(100));
+    assert_eq!(setting(0x6), Some(64 * 1024));
+    s.write_all(&frame(0x4, 0x1, 0, &[])).await.unwrap();
+    // HPACK: :method POST, :path /, :scheme http, :authority localhost.
+    let mut block = vec![0x83, 0x84, 0x86, 0x01, 9];
+    block.extend_from_slice(b"localhost");
+    for i in 0..101u32 {
+        s.write_all(&frame(0x1, 0x4, 2 * i + 1, &block))
+            .await
+            .unwrap();
+    }
+    // RFC 9113 5.1.2: a stream past the advertised limit is refused
+    // (RST_STREAM with REFUSED_STREAM, 0x7): the client may retry it.
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (kind, _, stream, payload) = read_frame(&mut s).await;
+            if kind == 0x3 {
+                return (stream, u32::from_be_bytes(payload[..4].try_into().unwrap()));
+            }
+            assert_ne!(kind, 0x7, "GOAWAY instead of a refused stream");
+        }
+    })
+    .await
+    .expect("a RST_STREAM");
+    assert_eq!(refused, (201, 0x7));
+
+    // Header lists: past `limits.max_header_bytes` (32 KiB by default) but
+    // under HTTP/2's 64 KiB, the same 431 and message as HTTP/1.1; past 64
+    // KiB, the HTTP/2 layer answers 431 itself (RFC 9113 10.5.1).
+    let big = |n: usize| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--http2-prior-knowledge",
+                "-w",
+                "\n%{http_version} %{http_code}",
+            ])
+            .arg("-H")
+            .arg(format!("x-big: {}", "a".repeat(n)))
+            .arg(format!("{}/v1/analyze", g.url))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let mid = big(40 * 1024);
+    assert!(
+        mid.ends_with("2 431") && mid.contains("request head larger than"),
+        "{mid}"
+    );
+    // curl (nghttp2) will not send a header list over the server's advertised
+    // size; the h2 client does, and gets the 431.
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("{}/v1/analyze", g.url))
+        .header("x-big", "a".repeat(70 * 1024))
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("an answer")
+        .expect("a response, not a reset")
+        .status();
+    assert_eq!(status, 431, "{}", g.tail());
+    // The connection-level limits did not take the proxy down.
+    assert_eq!(
+        crate::support::client()
+            .get(format!("{}/v1/analyze", g.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
