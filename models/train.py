@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import url_features as uf  # noqa: E402
 
 MODEL_NAME = "phishing-url"
-MODEL_VERSION = "1.2.0"
+MODEL_VERSION = "1.2.0"  # the shipped version; main() sets the one being built (--version)
 INPUT_NAME = "features"
 OUTPUT_NAME = "score"
 THRESHOLD = 0.5  # accuracy is reported here, comparable across versions
@@ -499,10 +499,14 @@ def fmt_float(x):
 
 
 def main():
+    global MODEL_VERSION
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("csv", help="training CSV with columns url,status")
     ap.add_argument("--out", default="models/phishing-url", help="output directory")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--version", default=None,
+                    help=f"version written into model.json (default: {MODEL_VERSION} into the "
+                         f"shipped models/phishing-url, {MODEL_VERSION}-candidate elsewhere)")
     ap.add_argument("--test-size", type=float, default=0.2)
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=10)
@@ -515,6 +519,11 @@ def main():
     ap.add_argument("--threshold", type=float, default=THRESHOLD,
                     help="served threshold when --skip-cv (no out-of-fold scores to choose from)")
     args = ap.parse_args()
+    shipped = os.path.join(os.path.dirname(os.path.abspath(__file__)), MODEL_NAME)
+    if args.version:
+        MODEL_VERSION = args.version
+    elif os.path.abspath(args.out) != shipped:
+        MODEL_VERSION = MODEL_VERSION + "-candidate"
     logging.getLogger().setLevel(logging.ERROR)
 
     t_start = time.time()

@@ -176,6 +176,9 @@ pub struct WorkerStatus {
     pub queue_length: u64,
     /// Verdicts by class (`phishing`, `legitimate`).
     pub verdicts: BTreeMap<String, u64>,
+    /// The model it serves (`name@version`), when it says.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// Samples, oldest first.

@@ -132,6 +132,27 @@ pub struct RouteConfig {
     pub idempotent: bool,
     /// Caching rules, when the route is cached.
     pub cache: Option<crate::cache::RouteCache>,
+    /// A share of the requests for another pool.
+    pub canary: Option<Canary>,
+}
+
+/// A route's canary: `percent` of its requests go to `pool` instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canary {
+    /// Pool name (known to exist, not the route's own).
+    pub pool: String,
+    /// 1 to 99.
+    pub percent: u32,
+}
+
+impl Canary {
+    /// Whether request number `n` of the route (counting from 0) goes to the
+    /// canary: exactly `percent` of every 100 consecutive requests, spread
+    /// out (the ones where `n * percent / 100` steps up), not in a burst.
+    pub fn takes(&self, n: u64) -> bool {
+        let p = u64::from(self.percent);
+        (n + 1) * p / 100 > n * p / 100
+    }
 }
 
 /// Reads and validates a config file.
@@ -194,11 +215,29 @@ pub fn validate(raw: raw::RawConfig, src: &Source) -> Result<Config, ConfigError
             let at = format!("routes[{i}].cache");
             crate::cache::config::validate_route(&at, c, &cache, src, &mut errors)
         });
+        let canary = r.canary.map(|c| {
+            if !pools.iter().any(|p| p.name == c.pool) {
+                let msg = format!("no pool named `{}` (pools: {})", c.pool, names(&pools));
+                errors.push(src.error(format!("routes[{i}].canary.pool"), msg));
+            } else if c.pool == r.pool {
+                let msg = "must be another pool than the route's own";
+                errors.push(src.error(format!("routes[{i}].canary.pool"), msg));
+            }
+            if !(1..=99).contains(&c.weight) {
+                let msg = "a percent of the route's requests, 1 to 99";
+                errors.push(src.error(format!("routes[{i}].canary.weight"), msg));
+            }
+            Canary {
+                pool: c.pool,
+                percent: c.weight,
+            }
+        });
         routes.push(RouteConfig {
             prefix: r.prefix,
             pool: r.pool,
             idempotent: r.idempotent,
             cache: route_cache,
+            canary,
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -391,6 +430,46 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn a_canary_takes_exactly_its_percent_spread_out() {
+        for percent in [1, 5, 10, 33, 50, 99] {
+            let c = Canary {
+                pool: "b".into(),
+                percent,
+            };
+            let taken: Vec<u64> = (0..1000).filter(|&n| c.takes(n)).collect();
+            assert_eq!(taken.len() as u32, 10 * percent, "{percent}%");
+            // Never two in a row below half, never two apart above half.
+            if percent <= 50 {
+                assert!(taken
+                    .windows(2)
+                    .all(|w| w[1] - w[0] >= 100 / u64::from(percent) - 1));
+            }
+        }
+    }
+
+    #[test]
+    fn canary_mistakes_are_located() {
+        let e = errors(
+            "pools:\n  a: {backends: [{addr: '127.0.0.1:1'}]}\nroutes:\n  - {prefix: /, pool: a, canary: {pool: b, weight: 5}}\n  - {prefix: /x, pool: a, canary: {pool: a, weight: 100}}\n",
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("routes[0].canary.pool: no pool named `b`")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("routes[1].canary.pool: must be another pool")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("routes[1].canary.weight: a percent")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -366,6 +366,20 @@ pub struct RawRoute {
     /// Response caching for this route; absent (the default) means not cached.
     #[serde(default)]
     pub cache: Option<crate::cache::config::RawRouteCache>,
+    /// Send a share of the route's requests to another pool (a new model
+    /// version, say). Default none.
+    #[serde(default)]
+    pub canary: Option<RawCanary>,
+}
+
+/// A route's canary: `weight` percent of its requests go to `pool`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    /// The canary pool.
+    pub pool: String,
+    /// Percent of the route's requests it gets, 1 to 99.
+    pub weight: u32,
 }
 
 fn default_listen() -> String {

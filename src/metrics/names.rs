@@ -19,5 +19,7 @@ pub const WORKER_BATCH_EXECUTIONS: &str = "gantry_worker_batch_executions_total"
 pub const WORKER_QUEUE_WAIT: &str = "gantry_worker_queue_wait_seconds";
 /// Time per batch in a worker's model (a histogram).
 pub const WORKER_COMPUTE: &str = "gantry_worker_compute_seconds";
-/// A worker's verdicts by class.
+/// A worker's verdicts by class and model version.
 pub const WORKER_VERDICTS: &str = "gantry_worker_verdicts_total";
+/// The model a worker serves: `{model="<name>@<version>"} 1`.
+pub const WORKER_MODEL_INFO: &str = "gantry_worker_model_info";

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use prometheus::{
     register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
-    Histogram, IntCounter, IntCounterVec, IntGauge,
+    register_int_gauge_vec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 /// Batch-size buckets: powers of two up to the largest batch the API accepts.
@@ -86,19 +86,33 @@ pub static QUEUE_LENGTH: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// Verdicts given, by class (`phishing`, `legitimate`).
+/// Verdicts given, by class (`phishing`, `legitimate`) and model
+/// (`<name>@<version>`), so a canary's verdicts are told from the stable's.
 pub static VERDICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         super::names::WORKER_VERDICTS,
-        "Verdicts given, by class",
-        &["verdict"]
+        "Verdicts given, by class and model version",
+        &["verdict", "model"]
+    )
+    .expect("metric registers once")
+});
+
+/// The model served, as a label (Prometheus joins it onto the other series
+/// of the same instance): always 1.
+pub static MODEL_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        super::names::WORKER_MODEL_INFO,
+        "The model this worker serves (name@version), always 1",
+        &["model"]
     )
     .expect("metric registers once")
 });
 
 /// Registers every worker metric, at zero, so the first scrape (Prometheus,
-/// the status page) sees a worker that has not scored anything yet.
-pub fn register() {
+/// the status page) sees a worker that has not scored anything yet; `model`
+/// is the served model's `name@version`.
+pub fn register(model: &str) {
+    MODEL_INFO.with_label_values(&[model]).set(1);
     LazyLock::force(&INFERENCES);
     LazyLock::force(&BATCH_EXECUTIONS);
     LazyLock::force(&QUEUE_WAIT);
@@ -106,6 +120,6 @@ pub fn register() {
     LazyLock::force(&BATCH_SIZE);
     LazyLock::force(&QUEUE_LENGTH);
     for verdict in ["phishing", "legitimate"] {
-        VERDICTS.with_label_values(&[verdict]);
+        VERDICTS.with_label_values(&[verdict, model]);
     }
 }

@@ -16,6 +16,7 @@
 //! forwarded either way, nor are the cache-targeted response fields.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,6 +48,8 @@ pub struct Gantry {
     limits: crate::config::raw::Limits,
     /// The HTTPS port plain requests are redirected to (`tls.redirect_http`).
     https_redirect: Option<u16>,
+    /// Requests routed so far, by route index: the count a canary split reads.
+    routed: Vec<AtomicU64>,
 }
 
 /// Per-request state.
@@ -107,6 +110,16 @@ impl Gantry {
                 .as_ref()
                 .filter(|t| t.redirect_http)
                 .map(|t| t.listen.port()),
+            routed: config.routes.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// The pool of a request on route `index`: the canary's for its share of
+    /// the route's requests, else the route's own.
+    fn pick_pool<'a>(&self, index: usize, route: &'a RouteConfig) -> &'a str {
+        match &route.canary {
+            Some(c) if c.takes(self.routed[index].fetch_add(1, Ordering::Relaxed)) => &c.pool,
+            _ => &route.pool,
         }
     }
 
@@ -210,7 +223,7 @@ impl Gantry {
             let msg = format!("no route for {}", session.req_header().uri.path());
             return Self::reject(session, ctx, 404, "no_route", msg).await;
         };
-        let pool = match self.pools.get(&route.pool) {
+        let pool = match self.pools.get(self.pick_pool(index, route)) {
             Ok(p) => p.clone(),
             Err(e) => return Self::reject(session, ctx, 500, "no_route", e.to_string()).await,
         };

@@ -253,6 +253,8 @@ pub struct Autoscaler {
     desired: Option<u32>,
     /// The policy asks for warm spares that this runtime cannot keep (said once).
     said_no_spares: bool,
+    /// The warning that this runtime ignores the policy's `model` was given.
+    said_no_model: bool,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -286,6 +288,7 @@ impl Autoscaler {
             warming: true,
             desired: None,
             said_no_spares: false,
+            said_no_model: false,
             shutdown,
         }
     }
@@ -470,6 +473,11 @@ impl Autoscaler {
 
     /// Starts or stops warm spares to have `min(warm, max - current)`.
     async fn keep_spares(&mut self, now: Instant) {
+        if self.policy.model.is_some() && !self.said_no_model && !self.parts.runtime.sets_model() {
+            self.said_no_model = true;
+            let runtime = self.parts.runtime.name();
+            tracing::warn!(pool = %self.pool, runtime, "The policy's `model` is ignored: with this runtime the model comes with the image (build one per version)");
+        }
         if self.desired.is_some() {
             if self.policy.warm > 0 && !self.said_no_spares {
                 self.said_no_spares = true;
@@ -552,6 +560,7 @@ impl Autoscaler {
             cpus: self.policy.cpus,
             memory_mib: self.policy.memory_mib,
             pids: self.policy.pids,
+            model: self.policy.model.clone(),
         }
     }
 

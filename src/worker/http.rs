@@ -157,7 +157,9 @@ fn analysis(worker: &Worker, score: f32) -> Analysis {
     } else {
         "legitimate"
     };
-    m::VERDICTS.with_label_values(&[verdict]).inc();
+    m::VERDICTS
+        .with_label_values(&[verdict, worker.spec.id()])
+        .inc();
     Analysis {
         verdict: verdict.to_string(),
         score,

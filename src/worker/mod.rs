@@ -219,7 +219,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let limits = worker.limits.server;
-    crate::metrics::worker::register();
+    crate::metrics::worker::register(worker.spec.id());
     let app = http::router(Arc::new(worker));
     crate::conn::serve(listener, app, limits, "worker", shutdown)
         .await

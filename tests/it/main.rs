@@ -7,6 +7,7 @@ mod alerts;
 mod bench;
 mod cache_disk;
 mod cache_redis;
+mod canary;
 mod compose;
 mod faults;
 mod first_run;

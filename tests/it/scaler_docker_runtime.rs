@@ -39,6 +39,7 @@ fn spec(pool: &str) -> ReplicaSpec {
         cpus: None,
         memory_mib: 256,
         pids: 128,
+        model: None,
     }
 }
 

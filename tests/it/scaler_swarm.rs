@@ -87,6 +87,7 @@ fn spec(pool: &str) -> ReplicaSpec {
         cpus: Some(0.5),
         memory_mib: 512,
         pids: 256,
+        model: None,
     }
 }
 

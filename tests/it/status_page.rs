@@ -232,6 +232,13 @@ async fn status_page_in_a_browser_shows_pools_backends_cache_and_decisions() {
         dom.contains("data-verdict=\"phishing\""),
         "verdicts not shown:\n{dom}"
     );
+    let model = gantry::worker::model::ModelSpec::load(&crate::support::worker::model_dir())
+        .map(|m| m.id().to_string())
+        .unwrap();
+    assert!(
+        dom.contains(&format!("data-model=\"{model}\"")),
+        "each worker's model version not shown:\n{dom}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     picture(&page, LAPTOP, &dir.path().join("status.png")).await;

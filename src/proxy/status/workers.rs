@@ -114,7 +114,13 @@ pub fn worker(pool: &str, addr: SocketAddr, s: &[Sample]) -> Option<WorkerStatus
             *verdicts.entry(class.to_string()).or_insert(0) += v.value as u64;
         }
     }
+    let model = s
+        .iter()
+        .filter(|x| x.name == names::WORKER_MODEL_INFO)
+        .find_map(|x| x.label("model"))
+        .map(str::to_string);
     Some(WorkerStatus {
+        model,
         pool: pool.to_string(),
         addr: addr.to_string(),
         error: None,
@@ -138,7 +144,8 @@ mod tests {
             gantry_worker_queue_wait_seconds_sum 0.006\ngantry_worker_queue_wait_seconds_count 12\n\
             gantry_worker_compute_seconds_sum 0.008\ngantry_worker_compute_seconds_count 4\n\
             gantry_worker_queue_length 1\n\
-            gantry_worker_verdicts_total{verdict=\"phishing\"} 5\ngantry_worker_verdicts_total{verdict=\"legitimate\"} 7\n";
+            gantry_worker_model_info{model=\"phishing-url@1.2.0\"} 1\n\
+            gantry_worker_verdicts_total{verdict=\"phishing\",model=\"phishing-url@1.2.0\"} 5\ngantry_worker_verdicts_total{verdict=\"legitimate\",model=\"phishing-url@1.2.0\"} 7\n";
         let addr: SocketAddr = "127.0.0.1:9001".parse().unwrap();
         let w = worker("analysis", addr, &exposition::parse(text)).unwrap();
         assert_eq!((w.inferences, w.batches, w.mean_batch), (12, 4, Some(3.0)));
@@ -147,6 +154,7 @@ mod tests {
         assert_eq!(w.queue_length, 1);
         assert_eq!(w.verdicts["phishing"], 5);
         assert_eq!(w.verdicts["legitimate"], 7);
+        assert_eq!(w.model.as_deref(), Some("phishing-url@1.2.0"));
         assert_eq!(
             worker("web", addr, &exposition::parse("nginx_up 1\n")),
             None

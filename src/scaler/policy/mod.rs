@@ -47,6 +47,8 @@ pub struct Policy {
     pub utc_offset_minutes: i32,
     /// CPU limit per replica, cores.
     pub cpus: Option<f64>,
+    /// The workers' `--model`, when the policy sets one.
+    pub model: Option<String>,
     /// Memory limit per replica, MiB (Docker).
     pub memory_mib: u64,
     /// Process and thread limit per replica (Docker).

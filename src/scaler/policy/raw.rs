@@ -61,6 +61,10 @@ pub struct RawPolicy {
     /// Resource limits of each replica (Docker runtime only). Defaults: no CPU limit, 1024 MiB memory, 1024 pids.
     #[serde(default)]
     pub resources: RawResources,
+    /// Model directory this pool's workers serve: their `--model` (local runtime), e.g. a
+    /// new version in a canary pool beside the stable one. Default: the runtime's own arguments.
+    #[serde(default)]
+    pub model: Option<String>,
     /// Longest a new replica may take to answer `/ready` before it is discarded. Default 60s.
     #[serde(default = "default_ready_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]

@@ -62,6 +62,9 @@ pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigError
             err("scale_to_zero.hold_timeout", "must be more than 0");
         }
     }
+    if raw.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+        err("model", "must name a model directory");
+    }
     if raw
         .resources
         .cpus
@@ -104,6 +107,7 @@ pub fn validate(raw: raw::RawPolicy, src: &Source) -> Result<Policy, ConfigError
         schedule,
         utc_offset_minutes: offset,
         cpus: raw.resources.cpus,
+        model: raw.model.clone(),
         memory_mib: raw.resources.memory_mib,
         pids: raw.resources.pids,
         ready_timeout: raw.ready_timeout,

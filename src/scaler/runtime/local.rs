@@ -96,7 +96,7 @@ impl LocalRuntime {
         })
     }
 
-    fn args_for(&self, port: u16) -> Vec<String> {
+    fn args_for(&self, port: u16, model: Option<&str>) -> Vec<String> {
         let mut args: Vec<String> = self
             .args
             .iter()
@@ -104,6 +104,12 @@ impl LocalRuntime {
             .collect();
         if !self.args.iter().any(|a| a.contains("{port}")) {
             args.extend(["--listen".to_string(), format!("127.0.0.1:{port}")]);
+        }
+        if let Some(model) = model {
+            match args.iter().position(|a| a == "--model") {
+                Some(i) if i + 1 < args.len() => args[i + 1] = model.to_string(),
+                _ => args.extend(["--model".to_string(), model.to_string()]),
+            }
         }
         args
     }
@@ -128,6 +134,10 @@ fn free_port() -> std::io::Result<u16> {
 
 #[async_trait]
 impl Runtime for LocalRuntime {
+    fn sets_model(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "local"
     }
@@ -170,7 +180,7 @@ impl Runtime for LocalRuntime {
         let port = free_port().map_err(spawn_err)?;
         let mut command = tokio::process::Command::new(&self.program);
         command
-            .args(self.args_for(port))
+            .args(self.args_for(port, spec.model.as_deref()))
             .envs(&self.env)
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
@@ -347,6 +357,44 @@ async fn pass_through(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policys_model_replaces_the_workers_model_argument() {
+        let runtime = |args: &[&str]| {
+            LocalRuntime::new(&LocalConfig {
+                program: Some(PathBuf::from("gantry")),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                env: BTreeMap::new(),
+            })
+            .unwrap()
+        };
+        let shipped = runtime(&["worker", "--model", "models/phishing-url"]);
+        assert_eq!(
+            shipped.args_for(9000, Some("var/models/next")),
+            [
+                "worker",
+                "--model",
+                "var/models/next",
+                "--listen",
+                "127.0.0.1:9000"
+            ]
+        );
+        assert_eq!(
+            shipped.args_for(9000, None),
+            [
+                "worker",
+                "--model",
+                "models/phishing-url",
+                "--listen",
+                "127.0.0.1:9000"
+            ]
+        );
+        let bare = runtime(&["worker", "--listen", "127.0.0.1:{port}"]);
+        assert_eq!(
+            bare.args_for(9001, Some("m")),
+            ["worker", "--listen", "127.0.0.1:9001", "--model", "m"]
+        );
+    }
 
     #[tokio::test]
     async fn pass_through_keeps_the_last_lines_bounded() {

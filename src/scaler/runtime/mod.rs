@@ -91,6 +91,8 @@ pub struct ReplicaSpec {
     pub memory_mib: u64,
     /// Most processes and threads in the replica (Docker).
     pub pids: u32,
+    /// The worker's `--model` (runtimes that honour it: [`Runtime::sets_model`]).
+    pub model: Option<String>,
 }
 
 /// Resource use of one replica, in percent of its limit (or of the host).
@@ -155,6 +157,12 @@ impl From<bollard::errors::Error> for RuntimeError {
 pub trait Runtime: Send + Sync + 'static {
     /// Short name for logs (`docker`, `local`, `fake`).
     fn name(&self) -> &'static str;
+
+    /// Whether [`ReplicaSpec::model`] reaches the worker (its command line);
+    /// where not, the model comes with the image.
+    fn sets_model(&self) -> bool {
+        false
+    }
 
     /// The running replicas of `pool` that this runtime manages, serving and warm.
     async fn list(&self, pool: &str) -> Result<Listing, RuntimeError>;

@@ -602,6 +602,7 @@ mod tests {
             cpus: Some(1.5),
             memory_mib: 512,
             pids: 100,
+            model: None,
         }
     }
 
