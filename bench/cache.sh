@@ -101,15 +101,28 @@ for url in "http://127.0.0.1:$NGINX_PORT/v1/analyze" "http://127.0.0.1:$PROXY_PO
   xcache "$url" >/dev/null; sleep 0.2
   echo "warm-up check $url: X-Cache $(xcache "$url")"
 done
-run() { wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" "$1" > "$work/$2.txt"; }
+# CPU time (user + system, all threads) of a process so far, in clock ticks.
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Runs wrk against $1 (label $2); with $3, the pid whose CPU time per request it records.
+run() {
+  local before after n
+  [ -n "${3:-}" ] && before=$(cpu "$3")
+  wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" "$1" > "$work/$2.txt"
+  if [ -n "${3:-}" ]; then
+    after=$(cpu "$3")
+    n=$(awk '/requests in/ {print $1}' "$work/$2.txt")
+    python3 -c "import os; t=os.sysconf('SC_CLK_TCK'); print(f'$2: {($after-$before)/t/$n*1e6:.1f} CPU us per request')" > "$work/$2.cpu"
+  fi
+}
 rps() { awk '/Requests\/sec/ {print $2}' "$work/$1.txt"; }
 pct() { awk -v p="$2" '$1==p {print $2}' "$work/$1.txt"; }
 run "http://127.0.0.1:$ORIGIN_PORT/v1/analyze" origin
-run "http://127.0.0.1:$NGINX_PORT/v1/analyze" nginx
+nginx_worker=$(pgrep -P "$(cat "$work/cache.pid")" | head -1)
+run "http://127.0.0.1:$NGINX_PORT/v1/analyze" nginx "$nginx_worker"
 if [ -n "${PROFILE:-}" ]; then
   perf record -q -g -o "$work/perf.data" -p "$gpid" -- sleep 5 >/dev/null 2>&1 &
 fi
-run "http://127.0.0.1:$PROXY_PORT/v1/analyze" gantry
+run "http://127.0.0.1:$PROXY_PORT/v1/analyze" gantry "$gpid"
 echo
 echo "| target | req/s | p50 | p99 |"
 echo "| --- | --- | --- | --- |"
@@ -117,6 +130,7 @@ echo "| nginx return 200 (the origin, 1 worker) | $(rps origin) | $(pct origin 5
 echo "| nginx proxy_cache hit (1 worker) | $(rps nginx) | $(pct nginx 50%) | $(pct nginx 99%) |"
 echo "| gantry L1 hit (1 thread) | $(rps gantry) | $(pct gantry 50%) | $(pct gantry 99%) |"
 python3 -c "print(f'gantry / nginx proxy_cache: {float(\"$(rps gantry)\")/float(\"$(rps nginx)\"):.2f}x; gantry / nginx return 200: {float(\"$(rps gantry)\")/float(\"$(rps origin)\"):.2f}x')"
+cat "$work/nginx.cpu" "$work/gantry.cpu"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -n "${PROFILE:-}" ] && [ -f "$work/perf.data" ]; then
   echo; echo "gantry L1-hit profile (perf, top self time):"; echo '```'

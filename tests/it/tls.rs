@@ -21,36 +21,35 @@ fn make_cert(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
         dir.join(format!("{stem}.key")),
     );
     let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    let out = Command::new("openssl")
-        .args([
+    let (subj, san) = (
+        format!("/CN={}", names[0]),
+        format!("subjectAltName={}", san.join(",")),
+    );
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    crate::support::openssl(
+        &[
             "req",
             "-x509",
             "-newkey",
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:prime256v1",
-        ])
-        .args([
             "-nodes",
             "-days",
             "30",
             "-subj",
-            &format!("/CN={}", names[0]),
-        ])
-        .arg("-addext")
-        .arg(format!("subjectAltName={}", san.join(",")))
-        // A leaf, not a CA: rustls refuses a CA certificate as a server's.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            &subj,
+            "-addext",
+            &san,
+            // A leaf, not a CA: rustls refuses a CA certificate as a server's.
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+            &key_s,
+            "-out",
+            &cert_s,
+        ],
+        dir,
     );
     (cert, key)
 }

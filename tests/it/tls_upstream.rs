@@ -7,26 +7,12 @@
 //! client certificate came.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_rustls::rustls;
 
-use crate::support::Gantry;
-
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::support::{openssl, Gantry};
 
 /// A CA certificate and key, `<stem>.pem` and `<stem>.key` in `dir`.
 fn make_ca(dir: &Path, stem: &str) -> PathBuf {

@@ -232,3 +232,17 @@ pub async fn assert_alert_rules_loaded(prom: &str) {
     assert_eq!(loaded.len(), in_file, "{rules}");
     assert!(loaded.iter().all(|r| r["health"] == "ok"), "{rules}");
 }
+
+/// Runs `openssl` with `args` in `dir`; fails the test with its stderr.
+pub fn openssl(args: &[&str], dir: &std::path::Path) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
