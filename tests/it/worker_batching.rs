@@ -201,7 +201,7 @@ async fn full_queue_is_503_and_queued_requests_share_a_batch() {
         metric(
             &text,
             "gantry_worker_verdicts_total",
-            "verdict=\"phishing\""
+            "model=\"fake@1\",verdict=\"phishing\""
         ),
         Some(2.0)
     );
