@@ -11,7 +11,12 @@
 //!   here; body reads have their own per-read timeout;
 //! - `Idle` (the response is done): no byte for `idle_timeout` reads as EOF,
 //!   which every HTTP/1 server takes as the client closing a keep-alive
-//!   connection.
+//!   connection;
+//! - `Http2` (the connection opened with HTTP/2's preface, `PRI`, over TLS
+//!   or as h2c): none of the above. Its requests are streams served side by
+//!   side, so a connection has no single head or idle phase; the HTTP/2
+//!   server's own idle timeout and per-stream timeouts apply instead. The
+//!   deadline before the first bytes still applies.
 //!
 //! The server moves the phase through the shared [`ConnClock`]: `head_done`
 //! when it has the head, `request_done` when the response has finished; the
@@ -31,6 +36,10 @@ use tokio::time::{Instant, Sleep};
 const HEAD: u8 = 0;
 const BUSY: u8 = 1;
 const IDLE: u8 = 2;
+const HTTP2: u8 = 3;
+
+/// How an HTTP/2 connection starts (RFC 9113 3.4); no HTTP/1 method is `PRI`.
+const HTTP2_START: &[u8; 3] = b"PRI";
 
 /// The phase of one connection, shared by its stream wrapper and its server.
 #[derive(Debug)]
@@ -44,12 +53,21 @@ impl ConnClock {
 
     /// The request head has been read: its deadline no longer applies.
     pub fn head_done(&self) {
-        self.0.store(BUSY, Ordering::Release);
+        self.set(BUSY);
     }
 
     /// The response has finished: the connection idles until the next request.
     pub fn request_done(&self) {
-        self.0.store(IDLE, Ordering::Release);
+        self.set(IDLE);
+    }
+
+    /// Moves to `phase`, unless the connection is HTTP/2 (which it stays).
+    fn set(&self, phase: u8) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p != HTTP2).then_some(phase)
+            });
     }
 
     fn phase(&self) -> u8 {
@@ -67,6 +85,10 @@ pub struct Timed<S> {
     timer: Pin<Box<Sleep>>,
     /// The phase `timer` was last set for.
     armed: u8,
+    /// The connection's first bytes, until there are enough to tell HTTP/2.
+    start: [u8; 3],
+    /// How many of them have arrived.
+    started: usize,
 }
 
 impl<S> Timed<S> {
@@ -79,6 +101,8 @@ impl<S> Timed<S> {
             idle,
             timer: Box::pin(tokio::time::sleep(head)),
             armed: HEAD,
+            start: [0; 3],
+            started: 0,
         }
     }
 
@@ -106,6 +130,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let phase = self.clock.phase();
+        if phase == HTTP2 {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
         if phase != self.armed && phase != BUSY {
             self.arm(phase);
         }
@@ -121,6 +148,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.io).poll_read(cx, buf);
         let got_bytes = buf.filled().len() > before;
+        if got_bytes && self.started < HTTP2_START.len() {
+            let at = self.started;
+            let take = (HTTP2_START.len() - at).min(buf.filled().len() - before);
+            self.start[at..at + take].copy_from_slice(&buf.filled()[before..before + take]);
+            self.started += take;
+            if self.started == HTTP2_START.len() && self.start == *HTTP2_START {
+                self.clock.0.store(HTTP2, Ordering::Release);
+                return read;
+            }
+        }
         if phase == IDLE && got_bytes && matches!(read, Poll::Ready(Ok(()))) {
             // The next request has begun: its head has `head` from now.
             let next =
@@ -226,6 +263,30 @@ mod tests {
             "idle past the limit reads as EOF"
         );
         assert_eq!(start.elapsed(), IDLE_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_has_no_head_or_idle_deadline_of_its_own() {
+        let (mut t, mut client, clock) = pair();
+        // The preface may arrive in pieces.
+        client.write_all(b"PR").await.unwrap();
+        assert_eq!(read(&mut t).await.unwrap(), b"PR");
+        client.write_all(b"I * HTTP/2.0\r\n").await.unwrap();
+        assert!(!read(&mut t).await.unwrap().is_empty());
+        // Streams come and go; the phases of one do not apply to the connection.
+        clock.head_done();
+        clock.request_done();
+        tokio::time::sleep(HEAD_LIMIT + IDLE_LIMIT).await;
+        client.write_all(b"frames").await.unwrap();
+        assert_eq!(read(&mut t).await.unwrap(), b"frames");
+        // Nothing at all before the first byte is still bounded.
+        let (mut silent, _client, _) = pair();
+        let start = Instant::now();
+        assert_eq!(
+            read(&mut silent).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert_eq!(start.elapsed(), HEAD_LIMIT);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,8 @@
 //! 2. wraps the connection's stream in [`Timed`], which fails reads once the
 //!    head has taken longer than `limits.head_timeout` (from accept, or from
 //!    the first byte of a keep-alive request) and ends a keep-alive connection
-//!    idle longer than `limits.idle_timeout`;
+//!    idle longer than `limits.idle_timeout` (HTTP/1; an HTTP/2 connection,
+//!    told by its preface, is left to the HTTP/2 server's idle timeout);
 //! 3. runs Pingora's own per-connection loop inside a task-local scope holding
 //!    the connection's [`ConnClock`], so the phases can say where the request
 //!    is: [`head_done`] in `early_request_filter`, [`request_done`] in `logging`.

@@ -451,7 +451,7 @@ async fn read_frame(s: &mut tokio::net::TcpStream) -> (u8, u8, u32, Vec<u8>) {
 async fn http2_bounds_streams_and_header_lists_as_the_spec_says() {
     let backend = Backend::start("b", Behaviour::default()).await;
     let yaml = format!(
-        "h2c: true\npools:\n  p: {{backends: [{{addr: '{}'}}], health: {{interval: 200ms}}}}\nroutes: [{{prefix: /, pool: p}}]\n",
+        "h2c: true\nlimits: {{head_timeout: 1s}}\npools:\n  p: {{backends: [{{addr: '{}'}}], health: {{interval: 200ms}}}}\nroutes: [{{prefix: /, pool: p}}]\n",
         backend.addr
     );
     let g = Gantry::proxy(&yaml).start().await;
@@ -538,6 +538,19 @@ async fn http2_bounds_streams_and_header_lists_as_the_spec_says() {
         .expect("a response, not a reset")
         .status();
     assert_eq!(status, 431, "{}", g.tail());
+    // The connection outlives `limits.head_timeout`: HTTP/1's head and idle
+    // clock is not an HTTP/2 connection's (its streams come and go).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut client = client.ready().await.expect("the connection is still open");
+    let (resp, _) = client
+        .send_request(
+            http::Request::get(format!("{}/v1/analyze", g.url))
+                .body(())
+                .unwrap(),
+            true,
+        )
+        .unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200, "{}", g.tail());
     // The connection-level limits did not take the proxy down.
     assert_eq!(
         crate::support::client()
