@@ -27,5 +27,6 @@ pub mod proxy;
 pub mod scaler;
 pub mod telemetry;
 pub mod tls;
+pub mod watch;
 pub mod worker;
 pub mod yaml;

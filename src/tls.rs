@@ -358,7 +358,7 @@ pub async fn watch(
         .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
         .collect();
     let filter = move |p: &Path| p.file_name().is_some_and(|n| names.iter().any(|w| w == n));
-    let mut watch = match crate::scaler::reload::DirWatch::with_filter(&dirs, filter) {
+    let mut watch = match crate::watch::DirWatch::with_filter(&dirs, filter) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::error!(error = %e, "Cannot watch the TLS certificate files; they will not reload");
@@ -367,7 +367,7 @@ pub async fn watch(
     };
     let mut minute = tokio::time::interval(Duration::from_secs(60));
     loop {
-        let changed = crate::scaler::reload::changed(watch.as_mut());
+        let changed = crate::watch::changed(watch.as_mut());
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = minute.tick() => resolver.current.load().publish(false),

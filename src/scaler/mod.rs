@@ -6,7 +6,6 @@
 //! - [`control`] — the proxy seen from the scaler (in-process or admin API);
 //! - [`runtime`] — where replicas run: Docker, local processes, fake;
 //! - [`autoscaler`] — the control loop of one pool;
-//! - [`reload`] — watching the policy directory;
 //! - [`journal`] — the last decisions and start failures, for the admin API and `gantry status`;
 //! - [`status`] — what `gantry status` prints;
 //! - [`config`] — the `scaler:` section of `gantry.yaml`;
@@ -25,7 +24,6 @@ pub mod journal;
 pub mod lease;
 pub mod observe;
 pub mod policy;
-pub mod reload;
 pub mod runtime;
 pub mod status;
 
@@ -90,7 +88,10 @@ impl Scaler {
         let mut loops = JoinSet::new();
         let mut senders: BTreeMap<String, watch::Sender<Arc<Policy>>> = BTreeMap::new();
         self.reload(&mut senders, &mut loops, &shutdown).await;
-        let mut watch = match reload::DirWatch::new(&self.dir) {
+        let mut watch = match crate::watch::DirWatch::with_filter(
+            std::slice::from_ref(&self.dir),
+            policy::is_yaml,
+        ) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::error!(error = %e, "Policy hot reload is off");
@@ -99,7 +100,7 @@ impl Scaler {
         };
         let mut stop = shutdown.clone();
         loop {
-            let changed = reload::changed(watch.as_mut());
+            let changed = crate::watch::changed(watch.as_mut());
             tokio::select! {
                 c = changed => match c {
                     Some(()) => self.reload(&mut senders, &mut loops, &shutdown).await,

@@ -1,4 +1,4 @@
-//! Hot reload: watch the policy directory and re-read it after changes settle.
+//! Hot reload's directory watch, shared by the policies and the TLS certificates: a poke once changes settle.
 //!
 //! The `notify` watcher runs on its own thread and only pokes a channel of
 //! capacity one, so a burst of events (an editor's write-rename-chmod) is
@@ -39,11 +39,6 @@ pub struct DirWatch {
 }
 
 impl DirWatch {
-    /// Watches `dir` (not recursively) for changes to YAML files.
-    pub fn new(dir: &Path) -> Result<DirWatch, WatchError> {
-        DirWatch::with_filter(&[dir.to_path_buf()], super::policy::is_yaml)
-    }
-
     /// Watches `dirs` (not recursively) for changes to the files `relevant` picks.
     pub fn with_filter(
         dirs: &[PathBuf],
