@@ -128,7 +128,7 @@ cache:
     assert_eq!(count("phishing-url@1.2.0", "MISS"), Some(1), "{seen:?}");
     assert_eq!(count("phishing-url@1.2.0", "HIT"), Some(79), "{seen:?}");
 
-    // Each worker names its version in /metrics (the status page's Model column).
+    // Each worker names its version in /metrics (shown under it on the status page).
     for (server, model) in [
         (&stable, "phishing-url@1.2.0"),
         (&canary, "phishing-url@1.2.0-candidate"),
