@@ -26,30 +26,13 @@ fn make_cert(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
         format!("subjectAltName={}", san.join(",")),
     );
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
-    crate::support::openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            &subj,
-            "-addext",
-            &san,
-            // A leaf, not a CA: rustls refuses a CA certificate as a server's.
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-keyout",
-            &key_s,
-            "-out",
-            &cert_s,
-        ],
+    // A leaf, not a CA: rustls refuses a CA certificate as a server's.
+    crate::support::self_signed(
         dir,
+        &subj,
+        &[&san, "basicConstraints=critical,CA:FALSE"],
+        &key_s,
+        &cert_s,
     );
     (cert, key)
 }

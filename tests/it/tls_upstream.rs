@@ -12,34 +12,20 @@ use std::time::Duration;
 
 use tokio_rustls::rustls;
 
-use crate::support::{openssl, Gantry};
+use crate::support::{openssl, self_signed, Gantry};
 
 /// A CA certificate and key, `<stem>.pem` and `<stem>.key` in `dir`.
 fn make_ca(dir: &Path, stem: &str) -> PathBuf {
     let (pem, key) = (format!("{stem}.pem"), format!("{stem}.key"));
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            &format!("/CN={stem}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-        ],
+    self_signed(
         dir,
+        &format!("/CN={stem}"),
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign",
+        ],
+        &key,
+        &pem,
     );
     dir.join(pem)
 }

@@ -246,3 +246,26 @@ pub fn openssl(args: &[&str], dir: &std::path::Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A self-signed P-256 certificate valid 30 days, made by `openssl` in `dir`:
+/// subject `subj`, each of `extensions` added (`-addext`), key to `key`, certificate to `out`.
+pub fn self_signed(dir: &std::path::Path, subj: &str, extensions: &[&str], key: &str, out: &str) {
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        subj,
+    ];
+    for e in extensions {
+        args.extend(["-addext", e]);
+    }
+    args.extend(["-keyout", key, "-out", out]);
+    openssl(&args, dir);
+}
