@@ -332,6 +332,33 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
+/// A watch of `files` (their directories, so a rename over a file counts,
+/// filtered to their names); `None`, logged, when it cannot be set up.
+/// `what` names the files in the log.
+pub(crate) fn watch_files(files: &[PathBuf], what: &str) -> Option<crate::watch::DirWatch> {
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .map(|p| match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let names: Vec<std::ffi::OsString> = files
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+        .collect();
+    let filter = move |p: &Path| p.file_name().is_some_and(|n| names.iter().any(|w| w == n));
+    match crate::watch::DirWatch::with_filter(&dirs, filter) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot watch the {what} files; they will not reload");
+            None
+        }
+    }
+}
+
 /// Reloads `resolver` from `files` whenever one of them changes (watching
 /// their directories, so a rename over the file counts), and refreshes the
 /// expiry gauge every minute, until `shutdown`.
@@ -344,27 +371,7 @@ pub async fn watch(
         .iter()
         .flat_map(|f| [f.cert.clone(), f.key.clone()])
         .collect();
-    let mut dirs: Vec<PathBuf> = watched
-        .iter()
-        .map(|p| match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    let names: Vec<std::ffi::OsString> = watched
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
-        .collect();
-    let filter = move |p: &Path| p.file_name().is_some_and(|n| names.iter().any(|w| w == n));
-    let mut watch = match crate::watch::DirWatch::with_filter(&dirs, filter) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot watch the TLS certificate files; they will not reload");
-            None
-        }
-    };
+    let mut watch = watch_files(&watched, "TLS certificate");
     let mut minute = tokio::time::interval(Duration::from_secs(60));
     loop {
         let changed = crate::watch::changed(watch.as_mut());

@@ -107,11 +107,18 @@ pub async fn check_pool(client: &ProbeClient, pool: &Pool) {
 
 /// Checks `pool` every interval, forever.
 pub async fn run(pool: Arc<Pool>) {
-    let client = probe_client(&pool.config);
+    let loads = || pool.config.tls.as_ref().map(|t| t.loads());
+    let mut client = probe_client(&pool.config);
+    let mut loaded = loads();
     let mut tick = tokio::time::interval(pool.config.health.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Reloaded TLS files: probe with them, as new requests do.
+        if loads() != loaded {
+            client = probe_client(&pool.config);
+            loaded = loads();
+        }
         check_pool(&client, &pool).await;
     }
 }

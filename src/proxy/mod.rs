@@ -326,6 +326,18 @@ impl Proxy {
             extra.push(("tls certificates", task));
             tracing::info!(listen = %tls.listen, http2 = tls.http2, "HTTPS listener");
         }
+        let upstream: Vec<(String, crate::tls::upstream::UpstreamTls)> = self
+            .config
+            .pools
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.tls.clone()?)))
+            .filter(|(_, t)| !t.files().is_empty())
+            .collect();
+        if !upstream.is_empty() {
+            let task: Task =
+                Box::new(move |sd| Box::pin(crate::tls::upstream::watch(upstream, sd)));
+            extra.push(("upstream tls", task));
+        }
         svc.threads = Some(self.config.threads);
         let control = Control {
             admin: Mutex::new(Some(self.admin)),

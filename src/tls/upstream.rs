@@ -1,4 +1,4 @@
-//! TLS from the proxy to a pool's backends: the pool's `tls:` section, loaded once, applied to every request's peer and to the pool's health checks.
+//! TLS from the proxy to a pool's backends: the pool's `tls:` section, loaded and reloaded, applied to every request's peer and to the pool's health checks.
 //!
 //! - [`RawUpstreamTls`] is the section as written: a CA file (else the
 //!   system's roots), the name to verify and send as SNI (else the backend's
@@ -11,10 +11,14 @@
 //!   [`UpstreamTls::probe_tls`] is the same trust and client certificate as a
 //!   rustls client configuration for the health checks, so a backend a probe
 //!   passes is one a request can reach.
+//! - [`watch`] reloads the files when they change (a rotated client
+//!   certificate); a set that fails to load is logged and the old one kept.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -45,21 +49,30 @@ pub struct RawUpstreamTls {
     pub verify: bool,
 }
 
-/// A pool's checked and loaded `tls:`.
+/// A pool's checked and loaded `tls:`; clones share the loaded files, so a
+/// [`UpstreamTls::reload`] reaches every holder.
 #[derive(Clone)]
 pub struct UpstreamTls {
     /// The name to send and verify; `None`: the backend's IP address.
     pub sni: Option<String>,
     /// Check certificates and names.
     pub verify: bool,
+    /// The files, for reloads and messages.
+    files: RawUpstreamTls,
+    /// What the files held when last loaded well.
+    current: Arc<ArcSwap<Material>>,
+    /// Loads so far (1 at start).
+    loads: Arc<AtomicU64>,
+}
+
+/// The loaded files of a pool's `tls:`.
+struct Material {
     /// The CA file's certificates, for Pingora (`None`: its system roots).
     ca: Option<Arc<[WrappedX509]>>,
     /// The client certificate, for Pingora.
     client: Option<Arc<CertKey>>,
     /// The same trust and client certificate for the health checks' client.
     probe: Arc<ClientConfig>,
-    /// The files, for messages.
-    files: RawUpstreamTls,
 }
 
 impl std::fmt::Debug for UpstreamTls {
@@ -78,18 +91,38 @@ pub fn check(
     src: &crate::yaml::Source,
     errors: &mut Vec<crate::yaml::ConfigError>,
 ) -> Option<UpstreamTls> {
-    let before = errors.len();
-    let mut err = |field: &str, msg: String| errors.push(src.error(format!("{at}.{field}"), msg));
     if let Some(name) = &raw.sni {
         if ServerName::try_from(name.as_str()).is_err() {
-            err("sni", format!("`{name}` is not a DNS name or IP address"));
+            let msg = format!("`{name}` is not a DNS name or IP address");
+            errors.push(src.error(format!("{at}.sni"), msg));
+            return None;
         }
     }
+    match load(&raw) {
+        Ok(material) => Some(UpstreamTls {
+            sni: raw.sni.clone(),
+            verify: raw.verify,
+            files: raw,
+            current: Arc::new(ArcSwap::from_pointee(material)),
+            loads: Arc::new(AtomicU64::new(1)),
+        }),
+        Err(found) => {
+            for (field, msg) in found {
+                errors.push(src.error(format!("{at}.{field}"), msg));
+            }
+            None
+        }
+    }
+}
+
+/// Loads the files of `raw`; the errors name the field each is about.
+fn load(raw: &RawUpstreamTls) -> Result<Material, Vec<(&'static str, String)>> {
+    let mut errors = Vec::new();
     let (ca, roots) = match &raw.ca {
         Some(file) => match load_ca(file) {
             Ok((ca, roots)) => (Some(ca), roots),
             Err(m) => {
-                err("ca", m);
+                errors.push(("ca", m));
                 (None, RootCertStore::empty())
             }
         },
@@ -104,23 +137,23 @@ pub fn check(
             match load_client(&files) {
                 Ok(c) => Some(c),
                 Err(m) => {
-                    err("cert", m);
+                    errors.push(("cert", m));
                     None
                 }
             }
         }
         (None, None) => None,
         (Some(_), None) => {
-            err("key", "a client `cert` needs its `key`".into());
+            errors.push(("key", "a client `cert` needs its `key`".into()));
             None
         }
         (None, Some(_)) => {
-            err("cert", "a client `key` needs its `cert`".into());
+            errors.push(("cert", "a client `key` needs its `cert`".into()));
             None
         }
     };
-    if errors.len() != before {
-        return None;
+    if !errors.is_empty() {
+        return Err(errors);
     }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
@@ -135,36 +168,39 @@ pub fn check(
     let probe = match &client {
         Some((chain, key, _)) => builder
             .with_client_auth_cert(chain.clone(), key.clone_key())
-            .map_err(|e| errors.push(src.error(format!("{at}.key"), e.to_string())))
-            .ok()?,
+            .map_err(|e| vec![("key", e.to_string())])?,
         None => builder.with_no_client_auth(),
     };
-    Some(UpstreamTls {
-        sni: raw.sni.clone(),
-        verify: raw.verify,
+    Ok(Material {
         ca,
         client: client.map(|(_, _, k)| k),
         probe: Arc::new(probe),
-        files: raw,
     })
 }
 
 impl UpstreamTls {
-    /// The peer for a request to `addr` over TLS.
+    /// The peer for a request to `addr` over TLS, with the files as last loaded.
     pub fn peer(&self, addr: std::net::SocketAddr) -> HttpPeer {
         let sni = self.sni.clone().unwrap_or_else(|| addr.ip().to_string());
         let mut peer = HttpPeer::new(addr, true, sni);
+        let now = self.current.load();
         peer.options.verify_cert = self.verify;
         peer.options.verify_hostname = self.verify;
-        peer.options.ca = self.ca.clone();
-        peer.client_cert_key = self.client.clone();
+        peer.options.ca = now.ca.clone();
+        peer.client_cert_key = now.client.clone();
         peer
     }
 
     /// The health checks' client configuration: the same roots and client
     /// certificate as requests (ALPN is set by the connector).
     pub fn probe_tls(&self) -> ClientConfig {
-        (*self.probe).clone()
+        (*self.current.load().probe).clone()
+    }
+
+    /// How many times the files have been loaded: a health check rebuilds
+    /// its client from [`UpstreamTls::probe_tls`] when this moves.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Acquire)
     }
 
     /// The configured server name, if any.
@@ -172,6 +208,58 @@ impl UpstreamTls {
         self.sni
             .as_deref()
             .and_then(|n| ServerName::try_from(n.to_string()).ok())
+    }
+
+    /// The files it reads.
+    pub fn files(&self) -> Vec<PathBuf> {
+        [&self.files.ca, &self.files.cert, &self.files.key]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Loads the files again: new connections and health checks use them;
+    /// on an error the current ones stay and the error is returned.
+    pub fn reload(&self) -> Result<(), String> {
+        let material = load(&self.files).map_err(|found| {
+            found
+                .into_iter()
+                .map(|(field, msg)| format!("{field}: {msg}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        self.current.store(Arc::new(material));
+        self.loads.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// Reloads every pool's upstream TLS files when one of them changes, until
+/// `shutdown`. `pools` are `(pool name, its tls)`.
+pub async fn watch(
+    pools: Vec<(String, UpstreamTls)>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let files: Vec<PathBuf> = pools.iter().flat_map(|(_, t)| t.files()).collect();
+    let Some(mut watch) = super::watch_files(&files, "upstream TLS") else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            c = watch.changed() => {
+                if c.is_none() {
+                    return;
+                }
+                for (pool, tls) in &pools {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!(pool = %pool, "Upstream TLS files reloaded; new connections use them"),
+                        Err(e) => tracing::error!(pool = %pool, error = %e, "Upstream TLS files not reloaded; the previous ones stay in use"),
+                    }
+                }
+            }
+        }
     }
 }
 

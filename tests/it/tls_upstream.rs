@@ -321,3 +321,53 @@ fn upstream_tls_mistakes_are_located_config_errors() {
     }
     assert!(errors.contains("g.yaml:4:"), "{errors}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_client_certificate_is_used_without_a_restart_and_a_broken_one_is_refused() {
+    let pki = Pki::new();
+    let d = pki.dir.path();
+    // A client certificate the backend does not trust (another CA signed it).
+    let (stranger, stranger_key) =
+        make_leaf(d, "other", "stranger", "DNS:gantry.test", "clientAuth");
+    let (cert, key) = (d.join("in-use.pem"), d.join("in-use.key"));
+    std::fs::copy(&stranger, &cert).unwrap();
+    std::fs::copy(&stranger_key, &key).unwrap();
+    let backend = tls_backend(&pki, b"http/1.1", true).await;
+    let yaml = format!(
+        "pools:\n  p: {{backends: [{{addr: '{backend}'}}], health: {{interval: 200ms}}, tls: {{ca: '{}', sni: backend.test, cert: '{}', key: '{}'}}}}\nroutes: [{{prefix: /, pool: p}}]\n",
+        pki.ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let g = Gantry::proxy(&yaml).start().await;
+    until_up(&g, "p", 0).await;
+    // The rotation: the trusted certificate replaces the files (renamed over
+    // them, as cert-manager and ACME clients do).
+    for (from, to) in [(&pki.client.1, &key), (&pki.client.0, &cert)] {
+        let tmp = to.with_extension("tmp");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    until_up(&g, "p", 1).await;
+    assert_eq!(
+        get(&g, "/v1/analyze").await,
+        (200, "HTTP/1.1 sni=backend.test client=yes".into())
+    );
+    // A broken replacement (a key that is not the certificate's) is logged
+    // and the working files stay in use.
+    std::fs::copy(&stranger_key, &key).unwrap();
+    g.until(
+        "the broken files are refused",
+        Duration::from_secs(20),
+        || async {
+            if g.log().contains("Upstream TLS files not reloaded") {
+                Ok(())
+            } else {
+                Err(g.tail())
+            }
+        },
+    )
+    .await;
+    assert_eq!(get(&g, "/v1/analyze").await.0, 200);
+    assert_eq!(g.count_up("p").await, 1);
+}
