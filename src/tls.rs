@@ -63,12 +63,14 @@ pub struct CertFiles {
 }
 
 /// The checked section.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TlsConfig {
     /// Where the HTTPS listener accepts.
     pub listen: std::net::SocketAddr,
     /// The certificate files, the default first.
     pub certificates: Vec<CertFiles>,
+    /// What they held when the config was checked: the listener starts with it.
+    pub certs: Arc<Certs>,
     /// Offer HTTP/2.
     pub http2: bool,
     /// Send plain-HTTP requests to HTTPS.
@@ -88,14 +90,23 @@ pub fn check(
     if raw.certificates.is_empty() {
         errors.push(src.error("tls.certificates", "must list at least one {cert, key}"));
     }
+    let mut pairs = Vec::new();
     for (i, files) in raw.certificates.iter().enumerate() {
-        if let Err(e) = load_pair(files) {
-            errors.push(src.error(format!("tls.certificates[{i}]"), e.to_string()));
+        match load_pair(files) {
+            Ok(pair) => pairs.push(pair),
+            Err(e) => errors.push(src.error(format!("tls.certificates[{i}]"), e.to_string())),
         }
     }
-    (errors.len() == before).then(|| TlsConfig {
+    if errors.len() != before {
+        return None;
+    }
+    let certs = Certs::new(&raw.certificates, pairs)
+        .map_err(|e| errors.push(src.error("tls.certificates", e.to_string())))
+        .ok()?;
+    Some(TlsConfig {
         listen: listen.expect("checked"),
         certificates: raw.certificates,
+        certs: Arc::new(certs),
         http2: raw.http2,
         redirect_http: raw.redirect_http,
     })
@@ -157,6 +168,8 @@ pub enum CertError {
 pub struct Loaded {
     /// Chain and signing key.
     pub key: Arc<CertifiedKey>,
+    /// The private key as read (a client certificate hands it on; its Debug elides it).
+    pub private_key: PrivateKeyDer<'static>,
     /// DNS names it is valid for (lower case; `*.example.com` for wildcards).
     pub names: Vec<String>,
     /// Its `notAfter`, Unix seconds.
@@ -177,13 +190,13 @@ pub fn load_pair(files: &CertFiles) -> Result<Loaded, CertError> {
     if chain.is_empty() {
         return Err(file_err(&files.cert, "no certificate in it".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
+    let private_key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| file_err(&files.key, format!("no private key in it ({e})")))?;
     let key_err = |why: String| CertError::Key {
         key: files.key.clone(),
         why,
     };
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+    let signer = rustls::crypto::ring::sign::any_supported_type(&private_key)
         .map_err(|e| key_err(format!("unusable key: {e}")))?;
     let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| {
         file_err(
@@ -226,6 +239,7 @@ pub fn load_pair(files: &CertFiles) -> Result<Loaded, CertError> {
     })?;
     Ok(Loaded {
         key: Arc::new(key),
+        private_key,
         names,
         not_after,
     })
@@ -243,11 +257,16 @@ pub struct Certs {
 impl Certs {
     /// Loads every pair of `files`; the first is the default.
     pub fn load(files: &[CertFiles]) -> Result<Certs, CertError> {
+        let pairs = files.iter().map(load_pair).collect::<Result<_, _>>()?;
+        Certs::new(files, pairs)
+    }
+
+    /// The set of `pairs`, loaded from `files` (in the same order).
+    fn new(files: &[CertFiles], pairs: Vec<Loaded>) -> Result<Certs, CertError> {
         let mut by_name = HashMap::new();
         let mut default = None;
         let mut expiry = Vec::new();
-        for f in files {
-            let l = load_pair(f)?;
+        for (f, l) in files.iter().zip(pairs) {
             for n in &l.names {
                 // The first certificate listing a name serves it.
                 by_name.entry(n.clone()).or_insert_with(|| l.key.clone());
@@ -309,10 +328,10 @@ pub struct Resolver {
 
 impl Resolver {
     /// A resolver serving `certs`.
-    pub fn new(certs: Certs) -> Resolver {
+    pub fn new(certs: Arc<Certs>) -> Resolver {
         certs.publish(true);
         Resolver {
-            current: ArcSwap::from_pointee(certs),
+            current: ArcSwap::new(certs),
         }
     }
 

@@ -310,9 +310,7 @@ impl Proxy {
         svc.add_tcp(&self.config.listen.to_string());
         let mut extra = self.extra;
         if let Some(tls) = &self.config.tls {
-            let certs = crate::tls::Certs::load(&tls.certificates)
-                .map_err(|e| ProxyError::Server(format!("TLS: {e}")))?;
-            let resolver = Arc::new(crate::tls::Resolver::new(certs));
+            let resolver = Arc::new(crate::tls::Resolver::new(tls.certs.clone()));
             // Paths unused: the resolver picks the certificate of each handshake.
             let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
                 .map_err(|e| ProxyError::Server(format!("TLS: {e}")))?;

@@ -295,8 +295,7 @@ fn load_ca(file: &Path) -> Result<(Arc<[WrappedX509]>, RootCertStore), String> {
     Ok((wrapped.into(), roots))
 }
 
-/// The certificates of a PEM file; at least one, each parsing as X.509
-/// (Pingora's own parser panics on one that does not).
+/// The certificates of a PEM file; at least one, each parsing as X.509.
 fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
         .and_then(|it| it.collect::<Result<_, _>>())
@@ -304,6 +303,13 @@ fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     if ders.is_empty() {
         return Err(format!("{}: no certificate in it", file.display()));
     }
+    all_parse(file, &ders)?;
+    Ok(ders)
+}
+
+/// Every certificate of `file` parses as X.509 (Pingora's own parser panics
+/// on one that does not).
+fn all_parse(file: &Path, ders: &[CertificateDer<'_>]) -> Result<(), String> {
     for (i, der) in ders.iter().enumerate() {
         x509_parser::parse_x509_certificate(der).map_err(|e| {
             format!(
@@ -313,7 +319,7 @@ fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
             )
         })?;
     }
-    Ok(ders)
+    Ok(())
 }
 
 type Client = (
@@ -325,10 +331,10 @@ type Client = (
 /// The client certificate and key: checked as a pair (the key is the leaf's)
 /// and in the form Pingora reads back (a DER key it can identify).
 fn load_client(files: &CertFiles) -> Result<Client, String> {
-    load_pair(files).map_err(|e| e.to_string())?;
-    let chain = read_certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("{}: no private key in it ({e})", files.key.display()))?;
+    let pair = load_pair(files).map_err(|e| e.to_string())?;
+    let chain = pair.key.cert.clone();
+    all_parse(&files.cert, &chain)?;
+    let key = pair.private_key;
     let der = key.secret_der().to_vec();
     if PrivateKeyDer::try_from(der.clone()).is_err() {
         return Err(format!(
