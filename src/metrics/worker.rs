@@ -108,18 +108,36 @@ pub static MODEL_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// One model's verdict counters, looked up once rather than by label for
+/// every scored item; creating them shows both classes at zero.
+#[derive(Debug, Clone)]
+pub struct Verdicts {
+    /// `verdict="phishing"`.
+    pub phishing: IntCounter,
+    /// `verdict="legitimate"`.
+    pub legitimate: IntCounter,
+}
+
+impl Verdicts {
+    /// The counters of `model` (`name@version`).
+    pub fn of(model: &str) -> Verdicts {
+        Verdicts {
+            phishing: VERDICTS.with_label_values(&["phishing", model]),
+            legitimate: VERDICTS.with_label_values(&["legitimate", model]),
+        }
+    }
+}
+
 /// Registers every worker metric, at zero, so the first scrape (Prometheus,
 /// the status page) sees a worker that has not scored anything yet; `model`
-/// is the served model's `name@version`.
+/// is the served model's `name@version` (its verdicts are [`Verdicts::of`] it).
 pub fn register(model: &str) {
     MODEL_INFO.with_label_values(&[model]).set(1);
+    Verdicts::of(model);
     LazyLock::force(&INFERENCES);
     LazyLock::force(&BATCH_EXECUTIONS);
     LazyLock::force(&QUEUE_WAIT);
     LazyLock::force(&COMPUTE);
     LazyLock::force(&BATCH_SIZE);
     LazyLock::force(&QUEUE_LENGTH);
-    for verdict in ["phishing", "legitimate"] {
-        VERDICTS.with_label_values(&[verdict, model]);
-    }
 }

@@ -152,14 +152,12 @@ fn score_error(e: WorkerError) -> Response {
 }
 
 fn analysis(worker: &Worker, score: f32) -> Analysis {
-    let verdict = if score >= worker.spec.threshold {
-        "phishing"
+    let (verdict, counter) = if score >= worker.spec.threshold {
+        ("phishing", &worker.verdicts.phishing)
     } else {
-        "legitimate"
+        ("legitimate", &worker.verdicts.legitimate)
     };
-    m::VERDICTS
-        .with_label_values(&[verdict, worker.spec.id()])
-        .inc();
+    counter.inc();
     Analysis {
         verdict: verdict.to_string(),
         score,

@@ -124,6 +124,8 @@ pub struct Worker {
     pub limits: Limits,
     /// Runtime settings reported by `GET /v1/model`.
     pub runtime: serde_json::Value,
+    /// This model's verdict counters.
+    pub verdicts: crate::metrics::worker::Verdicts,
 }
 
 impl Worker {
@@ -172,6 +174,7 @@ impl Worker {
         });
         let batcher = Batcher::start(engines, featurize, spec.dim, batch)?;
         Ok(Worker {
+            verdicts: crate::metrics::worker::Verdicts::of(spec.id()),
             spec,
             batcher,
             limits,
