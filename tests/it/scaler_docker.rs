@@ -277,13 +277,7 @@ async fn two_proxies_one_scaler_in_charge_share_the_containers() {
     assert!(b.log().contains("Standby: following"), "{}", b.tail());
     assert!(!b.log().contains("Replica started"), "{}", b.tail());
 
-    a.crash();
-    let (b_ref, pool_ref) = (&b, &pool);
-    b.until("b leads", Duration::from_secs(30), || async move {
-        b_ref.log().contains("Leading: this scaler acts") && b_ref.count_up(pool_ref).await == 2
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.crash_until_standby_leads(&b, &pool, 2).await;
     assert_eq!(containers(&pool), ids, "containers changed on takeover");
     assert!(!b.log().contains("Replica started"), "{}", b.tail());
 }

@@ -436,6 +436,24 @@ impl Gantry {
             let _ = c.wait();
         }
     }
+
+    /// A lease takeover: crashes this scaler (the leader), waits until
+    /// `standby` leads with `up` members of `pool` up, then gives it two
+    /// seconds in which a wrong move (a replica started or stopped) would show.
+    pub async fn crash_until_standby_leads(&mut self, standby: &Gantry, pool: &str, up: usize) {
+        self.crash();
+        standby
+            .until(
+                "the standby leads",
+                Duration::from_secs(30),
+                || async move {
+                    standby.log().contains("Leading: this scaler acts")
+                        && standby.count_up(pool).await == up
+                },
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 impl Drop for Gantry {
