@@ -6,6 +6,7 @@
 # PROFILE=1 adds a perf profile of gantry's L1-hit run; HITS_ONLY=1 skips the hit ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DURATION=${1:-10s}
 CONNS=${2:-64}
 REQUESTS=${3:-1000000}
@@ -101,15 +102,13 @@ for url in "http://127.0.0.1:$NGINX_PORT/v1/analyze" "http://127.0.0.1:$PROXY_PO
   xcache "$url" >/dev/null; sleep 0.2
   echo "warm-up check $url: X-Cache $(xcache "$url")"
 done
-# CPU time (user + system, all threads) of a process so far, in clock ticks.
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Runs wrk against $1 (label $2); with $3, the pid whose CPU time per request it records.
 run() {
   local before after n
-  [ -n "${3:-}" ] && before=$(cpu "$3")
+  [ -n "${3:-}" ] && before=$(ticks "$3")
   wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" "$1" > "$work/$2.txt"
   if [ -n "${3:-}" ]; then
-    after=$(cpu "$3")
+    after=$(ticks "$3")
     n=$(awk '/requests in/ {print $1}' "$work/$2.txt")
     python3 -c "import os; t=os.sysconf('SC_CLK_TCK'); print(f'$2: {($after-$before)/t/$n*1e6:.1f} CPU us per request')" > "$work/$2.cpu"
   fi

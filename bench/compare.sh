@@ -42,8 +42,7 @@ render() {
   for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
   sed "${args[@]}" "bench/peers/$tpl" > "$dst"
 }
-# CPU ticks (1/100 s) of processes so far.
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+. bench/lib.sh # ticks: CPU ticks (1/100 s) of processes so far
 worker_requests() { local n=0; for p in "$@"; do n=$(python3 -c "import sys,re;print(int($n+sum(float(l.split()[-1]) for l in sys.stdin if l.startswith('gantry_worker_requests_total'))))" < <(curl -s "http://127.0.0.1:$p/metrics")); done; echo "$n"; }
 # bench NAME URL EXTRA...: one steady closed-loop run; JSON in $work/NAME.json.
 bench() {

@@ -12,6 +12,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/bench/lib.sh"
 cd "$root"
 bin=${GANTRY_BIN:-target/release/gantry}
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$root/.cache/onnxruntime-1.31.1/libonnxruntime.so}
@@ -85,10 +86,6 @@ stop_server() {
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
 }
 
-cpu_ticks() { # utime + stime of the server process, in clock ticks
-  awk '{ print $14 + $15 }' "/proc/$server_pid/stat"
-}
-
 counter() { # metric name -> value from /metrics (0 if absent)
   { curl -fsS "$base/metrics" 2>/dev/null || true; } | awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }'
 }
@@ -107,9 +104,9 @@ measure() { # server model batching
     local t=2; [ "$c" -lt 2 ] && t=1
     local inf0 exe0 inf1 exe1 mean cpu0 cpu1
     inf0=$(counter gantry_worker_inferences_total); exe0=$(counter gantry_worker_batch_executions_total)
-    cpu0=$(cpu_ticks)
+    cpu0=$(ticks "$server_pid")
     wrk -t"$t" -c"$c" -d"$duration" --latency -s bench/worker_post.lua "$base/v1/analyze" > "$tmp/wrk.txt"
-    cpu1=$(cpu_ticks)
+    cpu1=$(ticks "$server_pid")
     inf1=$(counter gantry_worker_inferences_total); exe1=$(counter gantry_worker_batch_executions_total)
     mean=$(awk -v a="$((inf1 - inf0))" -v b="$((exe1 - exe0))" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "1 (no batching)" }')
     local rps p50 p99 non2xx sockerr
